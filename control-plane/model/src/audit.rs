@@ -1,0 +1,342 @@
+//! Audit events and their per-device hash chain.
+//!
+//! Each device numbers its events `seq = 1, 2, 3, …` and links each to the previous one by
+//! `prev_hash` (the [`AuditEvent::hash`] of event `seq - 1`; [`GENESIS_HASH`] for `seq = 1`). The
+//! hash is SHA-256 over the canonical JSON of the whole event, so changing, removing, reordering
+//! or inserting any event breaks the chain at a point that [`ChainVerifier`] names.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::canonical::to_canonical_json;
+use crate::reason::Reason;
+
+/// `prev_hash` of a device's first event.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Allowed or denied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// The action was allowed.
+    Allow,
+    /// The action was refused.
+    Deny,
+}
+
+impl Decision {
+    /// Stable text form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allow => "allow",
+            Decision::Deny => "deny",
+        }
+    }
+}
+
+/// What kind of thing happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// An HTTP request through the edge.
+    HttpRequest,
+    /// The edge applied a new policy bundle.
+    PolicyApplied,
+    /// The edge refused a policy bundle.
+    PolicyRejected,
+}
+
+impl EventKind {
+    /// Stable text form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::HttpRequest => "http_request",
+            EventKind::PolicyApplied => "policy_applied",
+            EventKind::PolicyRejected => "policy_rejected",
+        }
+    }
+}
+
+/// Details of an HTTP decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HttpDetails {
+    /// Resource name (empty when no resource matched).
+    pub resource: String,
+    /// Route id (empty when no route matched).
+    pub route: String,
+    /// Request method.
+    pub method: String,
+    /// Request path without the query.
+    pub path: String,
+    /// Status answered to the client.
+    pub status: u16,
+    /// Time from request start to response headers, in microseconds.
+    pub latency_us: u64,
+    /// Client address.
+    pub client_ip: String,
+}
+
+/// One audit record, as produced by an edge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditEvent {
+    /// Position in the device's chain, from 1.
+    pub seq: u64,
+    /// Hash of the previous event ([`GENESIS_HASH`] for the first).
+    pub prev_hash: String,
+    /// When it happened (Unix milliseconds, edge clock).
+    pub ts_ms: i64,
+    /// Tenant of the device.
+    pub tenant_id: String,
+    /// Device that produced it.
+    pub device_id: String,
+    /// What happened.
+    pub kind: EventKind,
+    /// Allowed or refused.
+    pub decision: Decision,
+    /// Why.
+    pub reason: Reason,
+    /// Reference id given to the client (error bodies carry it), unique per event.
+    pub reference: String,
+    /// Policy version in force.
+    pub policy_version: u64,
+    /// Caller identity (`iss` + `sub`), when one was established.
+    #[serde(default)]
+    pub identity: Option<String>,
+    /// HTTP details, for HTTP events.
+    #[serde(default)]
+    pub http: Option<HttpDetails>,
+    /// Free-form detail for non-HTTP events (e.g. why a bundle was rejected).
+    #[serde(default)]
+    pub detail: Option<String>,
+}
+
+impl AuditEvent {
+    /// SHA-256 over the canonical JSON of the event, hex.
+    pub fn hash(&self) -> String {
+        // A struct of strings, numbers and enums always serialises.
+        let bytes = to_canonical_json(self).unwrap_or_default();
+        hex::encode(Sha256::digest(&bytes))
+    }
+}
+
+/// Where a chain breaks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ChainError {
+    /// One or more events are missing before this one.
+    #[error("chain gap: expected seq {expected}, got {got}")]
+    Gap {
+        /// Next sequence number expected.
+        expected: u64,
+        /// Sequence number received.
+        got: u64,
+    },
+    /// The event does not link to the previous one (changed, reordered or forked history).
+    #[error("chain fork at seq {seq}: prev_hash does not match the hash of seq {}", seq - 1)]
+    Fork {
+        /// Sequence number of the event that does not link.
+        seq: u64,
+    },
+    /// The event repeats a sequence number already accepted.
+    #[error("duplicate seq {seq}")]
+    Duplicate {
+        /// The repeated sequence number.
+        seq: u64,
+    },
+    /// The event belongs to another device than the chain.
+    #[error("event seq {seq} belongs to another device")]
+    WrongDevice {
+        /// Sequence number of the stray event.
+        seq: u64,
+    },
+}
+
+/// Incremental verifier of one device's chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainVerifier {
+    device_id: String,
+    last_seq: u64,
+    last_hash: String,
+}
+
+impl ChainVerifier {
+    /// A verifier for a device with no events yet.
+    pub fn new(device_id: &str) -> ChainVerifier {
+        ChainVerifier::resume(device_id, 0, GENESIS_HASH.to_string())
+    }
+
+    /// A verifier that continues after an already verified `(seq, hash)`.
+    pub fn resume(device_id: &str, last_seq: u64, last_hash: String) -> ChainVerifier {
+        ChainVerifier {
+            device_id: device_id.to_string(),
+            last_seq,
+            last_hash,
+        }
+    }
+
+    /// Last accepted sequence number (0 when none).
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// Hash of the last accepted event.
+    pub fn last_hash(&self) -> &str {
+        &self.last_hash
+    }
+
+    /// Checks that `event` is the next link and, if so, advances. Returns the event's hash.
+    ///
+    /// # Errors
+    /// Where and how the chain breaks; the verifier does not advance.
+    pub fn push(&mut self, event: &AuditEvent) -> Result<String, ChainError> {
+        if event.device_id != self.device_id {
+            return Err(ChainError::WrongDevice { seq: event.seq });
+        }
+        if event.seq <= self.last_seq {
+            return Err(ChainError::Duplicate { seq: event.seq });
+        }
+        if event.seq != self.last_seq + 1 {
+            return Err(ChainError::Gap {
+                expected: self.last_seq + 1,
+                got: event.seq,
+            });
+        }
+        if event.prev_hash != self.last_hash {
+            return Err(ChainError::Fork { seq: event.seq });
+        }
+        let hash = event.hash();
+        self.last_seq = event.seq;
+        self.last_hash.clone_from(&hash);
+        Ok(hash)
+    }
+}
+
+/// Verifies a whole chain from genesis; returns the hash of the last event.
+///
+/// # Errors
+/// The first break found.
+pub fn verify_chain(device_id: &str, events: &[AuditEvent]) -> Result<String, ChainError> {
+    let mut verifier = ChainVerifier::new(device_id);
+    for event in events {
+        verifier.push(event)?;
+    }
+    Ok(verifier.last_hash)
+}
+
+/// Builds a device's chain as events are produced (used by the edge).
+#[derive(Debug, Clone)]
+pub struct ChainWriter {
+    next_seq: u64,
+    last_hash: String,
+}
+
+impl ChainWriter {
+    /// Continues a chain whose last event was `(last_seq, last_hash)` (`(0, GENESIS_HASH)` for new).
+    pub fn resume(last_seq: u64, last_hash: String) -> ChainWriter {
+        ChainWriter {
+            next_seq: last_seq + 1,
+            last_hash,
+        }
+    }
+
+    /// Fills `seq` and `prev_hash` of `event`, advances, and returns the event's hash.
+    pub fn link(&mut self, event: &mut AuditEvent) -> String {
+        event.seq = self.next_seq;
+        event.prev_hash.clone_from(&self.last_hash);
+        let hash = event.hash();
+        self.next_seq += 1;
+        self.last_hash.clone_from(&hash);
+        hash
+    }
+
+    /// Sequence number the next event will get.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(n: u64) -> Vec<AuditEvent> {
+        let mut writer = ChainWriter::resume(0, GENESIS_HASH.into());
+        (0..n)
+            .map(|i| {
+                let mut event = AuditEvent {
+                    seq: 0,
+                    prev_hash: String::new(),
+                    ts_ms: 1_000 + i as i64,
+                    tenant_id: "t".into(),
+                    device_id: "d".into(),
+                    kind: EventKind::HttpRequest,
+                    decision: Decision::Allow,
+                    reason: Reason::Allowed,
+                    reference: format!("r{i}"),
+                    policy_version: 1,
+                    identity: None,
+                    http: Some(HttpDetails::default()),
+                    detail: None,
+                };
+                writer.link(&mut event);
+                event
+            })
+            .collect()
+    }
+
+    #[test]
+    fn intact_chain_verifies() {
+        assert!(verify_chain("d", &chain(5)).is_ok());
+    }
+
+    #[test]
+    fn edit_delete_reorder_insert_are_each_detected_at_the_right_place() {
+        let events = chain(5);
+        let mut edited = events.clone();
+        edited[2].reason = Reason::ScopeMissing;
+        assert_eq!(verify_chain("d", &edited), Err(ChainError::Fork { seq: 4 }));
+
+        let mut deleted = events.clone();
+        deleted.remove(1);
+        assert_eq!(
+            verify_chain("d", &deleted),
+            Err(ChainError::Gap {
+                expected: 2,
+                got: 3
+            })
+        );
+
+        let mut reordered = events.clone();
+        reordered.swap(1, 2);
+        assert_eq!(
+            verify_chain("d", &reordered),
+            Err(ChainError::Gap {
+                expected: 2,
+                got: 3
+            })
+        );
+
+        let mut inserted = events.clone();
+        inserted.insert(2, events[1].clone());
+        assert_eq!(
+            verify_chain("d", &inserted),
+            Err(ChainError::Duplicate { seq: 2 })
+        );
+    }
+
+    #[test]
+    fn resumed_verifier_continues_and_refuses_other_devices() {
+        let events = chain(3);
+        let mut verifier = ChainVerifier::resume("d", 2, events[1].hash());
+        assert!(verifier.push(&events[2]).is_ok());
+        let mut stray = events[2].clone();
+        stray.device_id = "other".into();
+        stray.seq = 4;
+        assert_eq!(
+            verifier.push(&stray),
+            Err(ChainError::WrongDevice { seq: 4 })
+        );
+    }
+}

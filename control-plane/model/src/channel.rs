@@ -1,0 +1,76 @@
+//! Messages on the edge <-> control-plane channel (JSON text frames over a WebSocket with mTLS).
+//!
+//! The edge always dials out. Down: signed policy bundles and acknowledgements of audit batches.
+//! Up: hello, heartbeats, audit batches and the outcome of applying a bundle.
+
+use serde::{Deserialize, Serialize};
+
+use crate::audit::AuditEvent;
+use crate::bundle::SignedBundle;
+
+/// Most events the edge sends in one batch.
+pub const MAX_AUDIT_BATCH: usize = 500;
+
+/// Largest channel frame accepted, in bytes.
+pub const MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
+
+/// From the edge to the control plane.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum EdgeMessage {
+    /// First message after connecting.
+    Hello {
+        /// Version of the bundle the edge enforces, if any.
+        applied_version: Option<u64>,
+        /// Edge software version.
+        edge_version: String,
+    },
+    /// Periodic liveness report.
+    Heartbeat {
+        /// Version of the bundle the edge enforces, if any.
+        applied_version: Option<u64>,
+        /// Events waiting in the edge's spool.
+        spooled_events: u64,
+    },
+    /// Audit events in chain order.
+    AuditBatch {
+        /// The events (at most [`MAX_AUDIT_BATCH`]).
+        events: Vec<AuditEvent>,
+    },
+    /// The edge applied a bundle.
+    PolicyApplied {
+        /// Its version.
+        version: u64,
+    },
+    /// The edge refused a bundle.
+    PolicyRejected {
+        /// Version offered (if readable).
+        version: Option<u64>,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// From the control plane to the edge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ControlMessage {
+    /// The tenant's current policy.
+    Policy {
+        /// The signed bundle.
+        bundle: SignedBundle,
+    },
+    /// Events up to and including `seq` are stored; the edge may delete them.
+    AuditAck {
+        /// Highest stored sequence number of this device.
+        up_to_seq: u64,
+    },
+    /// The last batch could not be accepted (gap or fork); the edge should resend from
+    /// `resend_from`.
+    AuditNack {
+        /// Next sequence number the control plane expects.
+        resend_from: u64,
+        /// Why the batch was refused.
+        reason: String,
+    },
+}

@@ -1,0 +1,28 @@
+//! `sase-model`: everything that crosses a boundary between the control plane, the edges and
+//! the console.
+//!
+//! * [`policy`] — the typed policy language (resources, routes, JWT issuers) and its validation
+//!   with precise field paths. Policy text is parsed here once; the rest of the system only sees
+//!   valid [`policy::Policy`] values.
+//! * [`canonical`] — canonical JSON serialisation, the byte form that is signed and hashed.
+//! * [`bundle`] — Ed25519-signed policy bundles and their verification on the edge.
+//! * [`audit`] — audit events, their per-device hash chain and the chain verifier.
+//! * [`fleet`] — tenants, sites, devices and enrolment messages.
+//! * [`channel`] — the messages carried on the edge <-> control-plane channel.
+//! * [`reason`] — stable reason codes carried by every decision.
+//!
+//! The crate is pure Rust with no I/O, no clock and no async runtime, so it also builds for
+//! `wasm32-unknown-unknown` (the console reuses the validation).
+
+pub mod audit;
+pub mod bundle;
+pub mod canonical;
+pub mod channel;
+pub mod fleet;
+pub mod policy;
+pub mod reason;
+
+pub use audit::{AuditEvent, ChainError, ChainVerifier, GENESIS_HASH};
+pub use bundle::{BundleError, BundlePayload, SignedBundle};
+pub use policy::{Policy, PolicyError, ValidationError};
+pub use reason::Reason;

@@ -1,0 +1,119 @@
+//! Stable reason codes. Every decision the edge takes carries one; it lands in the audit event
+//! and in the client-facing error body. Codes are part of the public contract: add new ones, never
+//! rename old ones.
+
+use serde::{Deserialize, Serialize};
+
+/// Why a request was allowed or refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// The request passed every check.
+    Allowed,
+    /// The edge holds no verified policy bundle (fail closed).
+    NoPolicy,
+    /// No resource or route matches the host, method and path.
+    RouteNotFound,
+    /// The route needs a bearer token and none was sent.
+    TokenMissing,
+    /// The token is malformed or its signature does not verify.
+    TokenInvalid,
+    /// The token's `exp` is in the past (beyond the leeway).
+    TokenExpired,
+    /// The token's `nbf` is in the future (beyond the leeway).
+    TokenNotYetValid,
+    /// The token's `aud` names none of the issuer's audiences.
+    TokenBadAudience,
+    /// The token's `iss` is not an issuer trusted by the resource.
+    TokenBadIssuer,
+    /// The token's `kid` names no key known for the issuer.
+    TokenUnknownKey,
+    /// The token's `alg` is not in the issuer's allowlist (`none` never is).
+    TokenAlgorithmNotAllowed,
+    /// The token lacks a scope that the route requires.
+    ScopeMissing,
+    /// The token lacks a group membership that the route requires.
+    GroupMissing,
+    /// The request headers exceed the configured limit.
+    HeadersTooLarge,
+    /// The request body exceeds the configured limit.
+    BodyTooLarge,
+    /// The request could not be parsed or is otherwise malformed.
+    BadRequest,
+    /// The upstream could not be reached.
+    UpstreamUnavailable,
+    /// The upstream did not answer in time.
+    UpstreamTimeout,
+}
+
+impl Reason {
+    /// The stable code, as written in audit events and error bodies.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Allowed => "allowed",
+            Reason::NoPolicy => "no_policy",
+            Reason::RouteNotFound => "route_not_found",
+            Reason::TokenMissing => "token_missing",
+            Reason::TokenInvalid => "token_invalid",
+            Reason::TokenExpired => "token_expired",
+            Reason::TokenNotYetValid => "token_not_yet_valid",
+            Reason::TokenBadAudience => "token_bad_audience",
+            Reason::TokenBadIssuer => "token_bad_issuer",
+            Reason::TokenUnknownKey => "token_unknown_key",
+            Reason::TokenAlgorithmNotAllowed => "token_algorithm_not_allowed",
+            Reason::ScopeMissing => "scope_missing",
+            Reason::GroupMissing => "group_missing",
+            Reason::HeadersTooLarge => "headers_too_large",
+            Reason::BodyTooLarge => "body_too_large",
+            Reason::BadRequest => "bad_request",
+            Reason::UpstreamUnavailable => "upstream_unavailable",
+            Reason::UpstreamTimeout => "upstream_timeout",
+        }
+    }
+
+    /// The HTTP status the edge answers with for this reason.
+    pub fn http_status(self) -> u16 {
+        match self {
+            Reason::Allowed => 200,
+            Reason::NoPolicy => 503,
+            Reason::RouteNotFound => 404,
+            Reason::TokenMissing
+            | Reason::TokenInvalid
+            | Reason::TokenExpired
+            | Reason::TokenNotYetValid
+            | Reason::TokenBadAudience
+            | Reason::TokenBadIssuer
+            | Reason::TokenUnknownKey
+            | Reason::TokenAlgorithmNotAllowed => 401,
+            Reason::ScopeMissing | Reason::GroupMissing => 403,
+            Reason::HeadersTooLarge => 431,
+            Reason::BodyTooLarge => 413,
+            Reason::BadRequest => 400,
+            Reason::UpstreamUnavailable => 502,
+            Reason::UpstreamTimeout => 504,
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serde_form_equals_stable_code() {
+        for reason in [
+            Reason::Allowed,
+            Reason::TokenAlgorithmNotAllowed,
+            Reason::ScopeMissing,
+        ] {
+            let json = serde_json::to_string(&reason).expect("json");
+            assert_eq!(json, format!("\"{}\"", reason.as_str()));
+        }
+    }
+}
