@@ -145,6 +145,12 @@ pub enum ChainError {
         /// The repeated sequence number.
         seq: u64,
     },
+    /// The event's content no longer hashes to the value recorded when it was accepted.
+    #[error("event seq {seq} was altered after it was stored (hash mismatch)")]
+    HashMismatch {
+        /// Sequence number of the altered event.
+        seq: u64,
+    },
     /// The event belongs to another device than the chain.
     #[error("event seq {seq} belongs to another device")]
     WrongDevice {
@@ -223,6 +229,24 @@ pub fn verify_chain(device_id: &str, events: &[AuditEvent]) -> Result<String, Ch
         verifier.push(event)?;
     }
     Ok(verifier.last_hash)
+}
+
+/// Continues `verifier` over stored `(event, recorded hash)` pairs, also checking that each
+/// event still hashes to the value recorded at ingest.
+///
+/// # Errors
+/// The first break found.
+pub fn verify_chain_hashes(
+    verifier: &mut ChainVerifier,
+    events: &[(AuditEvent, String)],
+) -> Result<(), ChainError> {
+    for (event, recorded) in events {
+        if event.hash() != *recorded {
+            return Err(ChainError::HashMismatch { seq: event.seq });
+        }
+        verifier.push(event)?;
+    }
+    Ok(())
 }
 
 /// Builds a device's chain as events are produced (used by the edge).
@@ -323,6 +347,19 @@ mod tests {
         assert_eq!(
             verify_chain("d", &inserted),
             Err(ChainError::Duplicate { seq: 2 })
+        );
+    }
+
+    #[test]
+    fn stored_hash_mismatch_names_the_altered_record() {
+        let events = chain(3);
+        let mut stored: Vec<(AuditEvent, String)> =
+            events.iter().map(|e| (e.clone(), e.hash())).collect();
+        stored[2].0.decision = Decision::Deny;
+        let mut verifier = ChainVerifier::new("d");
+        assert_eq!(
+            verify_chain_hashes(&mut verifier, &stored),
+            Err(ChainError::HashMismatch { seq: 3 })
         );
     }
 

@@ -1,1 +1,82 @@
-//! placeholder
+//! `sase-control`: the control plane.
+//!
+//! * [`api`] — the REST API (admins, tenants, sites, claim codes, enrolment, policy, audit).
+//! * [`channel`] — the WebSocket edge channel (mTLS) and audit ingest.
+//! * [`store`] — all database access (sqlx `Any`: SQLite by default, PostgreSQL).
+//! * [`auth`] — passwords, sessions, API tokens, first-admin bootstrap.
+//! * [`pki`] — tenant CAs, device certificates, the server's TLS identity.
+//! * [`tls`] — rustls configuration, the dynamic device-certificate verifier, the accept loop.
+//! * [`openapi`] — the OpenAPI document.
+//! * [`state`] — shared state and the hub of connected edges.
+
+pub mod api;
+pub mod auth;
+pub mod channel;
+pub mod error;
+pub mod openapi;
+pub mod pki;
+pub mod state;
+pub mod store;
+pub mod tls;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::state::SharedState;
+
+/// Largest request body the API accepts (policy documents are the largest).
+pub const MAX_API_BODY: usize = 2 * 1024 * 1024;
+
+/// The HTTP application: the API under `/api`, health at `/healthz`.
+pub fn router(state: SharedState) -> Router {
+    let api = Router::new()
+        .route("/login", post(api::login))
+        .route("/logout", post(api::logout))
+        .route("/tokens", post(api::create_token))
+        .route("/tenants", get(api::list_tenants).post(api::create_tenant))
+        .route(
+            "/tenants/{tenant_id}/sites",
+            get(api::list_sites).post(api::create_site),
+        )
+        .route("/tenants/{tenant_id}/devices", get(api::list_devices))
+        .route(
+            "/tenants/{tenant_id}/policy",
+            get(api::get_policy).put(api::put_policy),
+        )
+        .route(
+            "/tenants/{tenant_id}/policy/versions",
+            get(api::list_policy_versions),
+        )
+        .route("/sites/{site_id}/claim-codes", post(api::create_claim_code))
+        .route("/enroll", post(api::enroll))
+        .route("/audit", get(api::query_audit))
+        .route(
+            "/devices/{device_id}/audit/verify",
+            get(api::verify_device_chain),
+        )
+        .route("/alerts", get(api::list_alerts))
+        .route("/edge/channel", get(channel::channel))
+        .route(
+            "/openapi.json",
+            get(|| async {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    openapi::document_json(),
+                )
+            }),
+        )
+        .fallback(|| async { error::ApiError::not_found("no such API endpoint") });
+    Router::new()
+        .nest("/api", api)
+        .route("/healthz", get(api::healthz))
+        .layer(DefaultBodyLimit::max(MAX_API_BODY))
+        .with_state(state)
+}
+
+/// Convenience for tests: wraps state.
+pub fn shared(state: state::AppState) -> SharedState {
+    Arc::new(state)
+}

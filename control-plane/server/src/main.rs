@@ -1,1 +1,164 @@
-fn main() {}
+//! `sase-control` binary: parses the command line, opens the store, loads or creates keys and
+//! the TLS identity, bootstraps the first admin and serves the API and the edge channel.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use base64::Engine as _;
+use clap::{Parser, Subcommand};
+use ed25519_dalek::SigningKey;
+use rand::RngCore;
+use sase_control::state::{AppState, Hub};
+use sase_control::tls::{self, DeviceCertVerifier};
+use sase_control::{auth, openapi, router, store::Store};
+
+#[derive(Parser)]
+#[command(name = "sase-control", version, about = "SASE control plane")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the control plane.
+    Serve(ServeArgs),
+    /// Print the OpenAPI document.
+    Openapi,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Directory for the SQLite database, TLS files and keys (created if missing).
+    #[arg(long, env = "SASE_DATA_DIR", default_value = "./sase-control-data")]
+    data_dir: PathBuf,
+    /// Database URL; default is the SQLite file `<data-dir>/control.db`.
+    /// Use `postgres://user:pass@host/db` for PostgreSQL.
+    #[arg(long, env = "SASE_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Address to listen on (HTTPS).
+    #[arg(long, env = "SASE_LISTEN", default_value = "127.0.0.1:8443")]
+    listen: SocketAddr,
+    /// URL edges and admins use to reach this server; default `https://<listen>`.
+    #[arg(long, env = "SASE_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Extra DNS names or IPs for the generated TLS certificate (repeatable).
+    #[arg(long = "tls-name")]
+    tls_names: Vec<String>,
+    /// User name of the first admin (created only when there is no admin).
+    #[arg(long, env = "SASE_ADMIN_USER", default_value = "admin")]
+    admin_user: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Openapi => {
+            println!("{}", openapi::document_json());
+            Ok(())
+        }
+        Command::Serve(args) => serve(args).await,
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
+    let database_url = args.database_url.clone().unwrap_or_else(|| {
+        format!(
+            "sqlite://{}?mode=rwc",
+            args.data_dir.join("control.db").display()
+        )
+    });
+    let store = Store::connect(&database_url)
+        .await
+        .with_context(|| "opening the database")?;
+
+    // The policy signing key lives in the database so that every replica signs with it.
+    let mut seed = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut seed);
+    let encoded = base64::engine::general_purpose::STANDARD.encode(seed);
+    let stored = store.setting_init("policy_signing_key", &encoded).await?;
+    let seed: [u8; 32] = base64::engine::general_purpose::STANDARD
+        .decode(stored)
+        .context("stored policy signing key is not base64")?
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("stored policy signing key must be 32 bytes"))?;
+    let signing_key = SigningKey::from_bytes(&seed);
+
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    let ip = args.listen.ip();
+    if !ip.is_unspecified() && !names.contains(&ip.to_string()) {
+        names.push(ip.to_string());
+    }
+    names.extend(args.tls_names.iter().cloned());
+    let tls_dir = args.data_dir.join("tls");
+    let (chain, key) = tls::load_or_create_server_identity(&tls_dir, &names)?;
+    let verifier = Arc::new(DeviceCertVerifier::new(
+        &store.all_tenant_ca_certs().await?,
+    )?);
+    let config = tls::server_config(chain, key, verifier.clone())?;
+
+    let public_url = args
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("https://{}", args.listen));
+    let state = Arc::new(AppState {
+        store,
+        signing_key,
+        hub: Hub::default(),
+        public_url: public_url.clone(),
+        device_verifier: verifier,
+    });
+    if let Some(password) = auth::bootstrap_admin(
+        &state,
+        &args.admin_user,
+        std::env::var("SASE_ADMIN_PASSWORD").ok(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("creating the first admin: {e:?}"))?
+    {
+        println!(
+            "first admin created: user={} password={password}  (shown once; store it now)",
+            args.admin_user
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let bound = listener.local_addr()?;
+    println!(
+        "sase-control listening on https://{bound} (public URL {public_url}; CA certificate {})",
+        tls_dir.join("ca.pem").display()
+    );
+    use std::io::Write as _;
+    std::io::stdout().flush()?;
+    let app = router(state);
+    tokio::select! {
+        () = tls::serve(listener, config, app) => {}
+        _ = tokio::signal::ctrl_c() => {}
+        () = sigterm() => {}
+    }
+    tracing::info!("shutting down");
+    Ok(())
+}
+
+#[cfg(unix)]
+async fn sigterm() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(_) => std::future::pending().await,
+    }
+}

@@ -1,1 +1,11 @@
-//! placeholder
+//! Test and demo support for the SASE edge appliance.
+//!
+//! - [`issuer`]: Ed25519 issuer keys, JWK sets and EdDSA JWT minting (behind
+//!   the `sase-token` binary).
+//! - [`demo_app`]: the sample protected upstream app (behind the
+//!   `sase-demo-app` binary).
+//! - [`process`]: child-process and readiness helpers for end-to-end drivers.
+
+pub mod demo_app;
+pub mod issuer;
+pub mod process;

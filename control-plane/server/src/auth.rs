@@ -1,0 +1,185 @@
+//! Admin authentication: argon2 password hashes, session cookies for the console, bearer API
+//! tokens for scripts, and the first-admin bootstrap.
+//!
+//! Secrets (session ids, API tokens) are 32 random bytes shown once; only their SHA-256 is
+//! stored, so a leaked database does not hand out live credentials.
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+use crate::state::{now_ms, SharedState};
+
+/// Name of the session cookie.
+pub const SESSION_COOKIE: &str = "sase_session";
+/// Prefix of API tokens, so they are recognisable in logs and secret scanners.
+pub const API_TOKEN_PREFIX: &str = "sase_";
+/// Lifetime of a console session.
+pub const SESSION_TTL_MS: i64 = 12 * 3600 * 1000;
+
+/// Hashes a password with argon2id (default parameters, random salt).
+///
+/// # Errors
+/// Only on an internal argon2 failure.
+pub fn hash_password(password: &str) -> Result<String, ApiError> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| ApiError::internal(format!("argon2: {e}")))
+}
+
+/// Checks a password against a stored hash; a malformed stored hash never verifies.
+pub fn verify_password(password: &str, stored: &str) -> bool {
+    PasswordHash::new(stored)
+        .map(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+/// A new random secret (URL-safe), for sessions, tokens and claim codes.
+pub fn random_secret(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::thread_rng().fill_bytes(&mut buf);
+    base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, buf)
+}
+
+/// SHA-256 of a secret, hex: what the store keeps.
+pub fn secret_hash(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// The authenticated admin behind a request (extractor). Accepts `Authorization: Bearer
+/// <api token or session id>` or the session cookie.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    /// Admin id.
+    pub id: String,
+    /// User name, recorded as the author of changes.
+    pub username: String,
+}
+
+fn credential_from(parts: &Parts) -> Option<String> {
+    if let Some(value) = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        let (scheme, token) = value.split_once(' ')?;
+        if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() {
+            return Some(token.trim().to_string());
+        }
+        return None;
+    }
+    parts
+        .headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.to_string())
+}
+
+impl FromRequestParts<SharedState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &SharedState,
+    ) -> Result<Self, Self::Rejection> {
+        let secret = credential_from(parts).ok_or_else(|| {
+            ApiError::unauthorized("sign in first: send a session cookie or a bearer API token")
+        })?;
+        if secret.len() > 256 {
+            return Err(ApiError::unauthorized("credential is not valid"));
+        }
+        let owner = state
+            .store
+            .credential(&secret_hash(&secret), now_ms())
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("credential is not valid or has expired"))?;
+        Ok(Admin {
+            id: owner.admin_id,
+            username: owner.username,
+        })
+    }
+}
+
+/// Creates the first admin when there is none. Returns the generated password when one was
+/// generated (the caller prints it once), `None` when the password came from the environment
+/// or an admin already exists.
+///
+/// # Errors
+/// Store failures.
+pub async fn bootstrap_admin(
+    state: &SharedState,
+    username: &str,
+    password_from_env: Option<String>,
+) -> Result<Option<String>, ApiError> {
+    if state.store.admin_count().await? > 0 {
+        return Ok(None);
+    }
+    let (password, generated) = match password_from_env {
+        Some(p) if !p.is_empty() => (p, false),
+        _ => (random_secret(18), true),
+    };
+    let hash = {
+        let password = password.clone();
+        tokio::task::spawn_blocking(move || hash_password(&password))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))??
+    };
+    state
+        .store
+        .create_admin(&crate::state::new_id("adm"), username, &hash, now_ms())
+        .await?;
+    Ok(generated.then_some(password))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_hash_verifies_only_the_right_password() {
+        let hash = hash_password("correct horse").expect("hash");
+        assert!(verify_password("correct horse", &hash));
+        assert!(!verify_password("wrong", &hash));
+        assert!(!verify_password("correct horse", "not-a-hash"));
+    }
+
+    #[test]
+    fn bearer_wins_over_cookie_and_bad_schemes_are_ignored() {
+        let req = axum::http::Request::builder()
+            .header("authorization", "Bearer abc")
+            .header("cookie", "x=1; sase_session=zzz")
+            .body(())
+            .expect("req");
+        let (parts, _) = req.into_parts();
+        assert_eq!(credential_from(&parts).as_deref(), Some("abc"));
+
+        let req = axum::http::Request::builder()
+            .header("cookie", "x=1; sase_session=zzz")
+            .body(())
+            .expect("req");
+        let (parts, _) = req.into_parts();
+        assert_eq!(credential_from(&parts).as_deref(), Some("zzz"));
+
+        let req = axum::http::Request::builder()
+            .header("authorization", "Basic abc")
+            .body(())
+            .expect("req");
+        let (parts, _) = req.into_parts();
+        assert_eq!(credential_from(&parts), None);
+    }
+}

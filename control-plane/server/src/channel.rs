@@ -1,0 +1,328 @@
+//! The edge channel: one long-lived WebSocket per device over HTTPS with mTLS.
+//!
+//! The device is identified by the SHA-256 of the client certificate it presented (already
+//! verified against the tenant CAs by the TLS layer) and must be active. Down the channel go
+//! signed policy bundles and audit acknowledgements; up come hello, heartbeats, audit batches and
+//! policy outcomes. Anything that is not a well-formed [`EdgeMessage`] closes the connection with
+//! a policy-violation close code and raises an alert.
+
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::Response;
+use axum::Extension;
+use futures_util::StreamExt as _;
+use sase_model::audit::ChainError;
+use sase_model::bundle::SignedBundle;
+use sase_model::channel::{ControlMessage, EdgeMessage, MAX_AUDIT_BATCH, MAX_FRAME_BYTES};
+use sase_model::fleet::{Device, DeviceStatus};
+use sase_model::{AuditEvent, ChainVerifier, GENESIS_HASH};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use crate::error::ApiError;
+use crate::state::{now_ms, SharedState};
+use crate::store::IngestOutcome;
+use crate::tls::ConnInfo;
+
+/// A device that sends nothing for this long is considered gone.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Upgrades an authenticated device to the channel.
+#[utoipa::path(get, path = "/api/edge/channel",
+    responses((status = 101, description = "WebSocket upgrade"), (status = 401), (status = 403)))]
+pub async fn channel(
+    State(state): State<SharedState>,
+    Extension(conn): Extension<ConnInfo>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let Some(cert) = conn.client_cert else {
+        return Err(ApiError::unauthorized(
+            "the edge channel needs the device's client certificate",
+        ));
+    };
+    let fingerprint = hex::encode(Sha256::digest(&cert));
+    let device = match state.store.device_by_cert(&fingerprint).await? {
+        Some(device) if device.status == DeviceStatus::Active => device,
+        Some(device) => {
+            state
+                .alert(
+                    Some(&device.tenant_id),
+                    Some(&device.id),
+                    "channel_revoked_device",
+                    format!("revoked device connected from {}", conn.peer),
+                )
+                .await;
+            return Err(ApiError::forbidden("this device has been decommissioned"));
+        }
+        None => {
+            state
+                .alert(
+                    None,
+                    None,
+                    "channel_unknown_certificate",
+                    format!(
+                        "certificate {fingerprint} from {} names no device",
+                        conn.peer
+                    ),
+                )
+                .await;
+            return Err(ApiError::forbidden("this certificate belongs to no device"));
+        }
+    };
+    Ok(ws
+        .max_message_size(MAX_FRAME_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
+        .on_upgrade(move |socket| run(state, device, socket)))
+}
+
+async fn send(socket: &mut WebSocket, message: &ControlMessage) -> bool {
+    match serde_json::to_string(message) {
+        Ok(text) => socket.send(Message::Text(text.into())).await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+async fn run(state: SharedState, device: Device, mut socket: WebSocket) {
+    let (sender, mut outbox) = mpsc::channel::<ControlMessage>(64);
+    let conn_id = state.hub.register(&device.id, &device.tenant_id, sender);
+    tracing::info!(device = %device.id, "edge channel open");
+    loop {
+        tokio::select! {
+            queued = outbox.recv() => match queued {
+                Some(message) => {
+                    if !send(&mut socket, &message).await {
+                        break;
+                    }
+                }
+                // Replaced by a newer connection of the same device.
+                None => break,
+            },
+            frame = tokio::time::timeout(IDLE_TIMEOUT, socket.next()) => {
+                let text = match frame {
+                    Err(_) => {
+                        tracing::info!(device = %device.id, "edge channel idle, closing");
+                        break;
+                    }
+                    Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => break,
+                    Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+                    Ok(Some(Ok(Message::Text(text)))) => text,
+                    Ok(Some(Ok(Message::Binary(_)))) => {
+                        protocol_error(&state, &device, &mut socket, "binary frame".into()).await;
+                        break;
+                    }
+                };
+                let message = match serde_json::from_str::<EdgeMessage>(text.as_str()) {
+                    Ok(message) => message,
+                    Err(err) => {
+                        protocol_error(&state, &device, &mut socket, err.to_string()).await;
+                        break;
+                    }
+                };
+                match handle(&state, &device, message).await {
+                    Ok(replies) => {
+                        let mut ok = true;
+                        for reply in replies {
+                            ok = ok && send(&mut socket, &reply).await;
+                        }
+                        if !ok {
+                            break;
+                        }
+                    }
+                    Err(err) => {
+                        tracing::error!(device = %device.id, %err, "edge channel handling failed");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    state.hub.unregister(&device.id, conn_id);
+    tracing::info!(device = %device.id, "edge channel closed");
+}
+
+async fn protocol_error(
+    state: &SharedState,
+    device: &Device,
+    socket: &mut WebSocket,
+    detail: String,
+) {
+    let detail: String = detail.chars().take(300).collect();
+    state
+        .alert(
+            Some(&device.tenant_id),
+            Some(&device.id),
+            "channel_protocol_error",
+            format!("malformed message on the edge channel: {detail}"),
+        )
+        .await;
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code: axum::extract::ws::close_code::POLICY,
+            reason: "protocol error".into(),
+        })))
+        .await;
+}
+
+async fn current_bundle(
+    state: &SharedState,
+    tenant_id: &str,
+) -> Result<Option<SignedBundle>, ApiError> {
+    let Some(latest) = state.store.latest_policy(tenant_id).await? else {
+        return Ok(None);
+    };
+    SignedBundle::from_json(latest.bundle_json.as_bytes())
+        .map(Some)
+        .map_err(ApiError::internal)
+}
+
+async fn handle(
+    state: &SharedState,
+    device: &Device,
+    message: EdgeMessage,
+) -> Result<Vec<ControlMessage>, ApiError> {
+    let now = now_ms();
+    match message {
+        EdgeMessage::Hello {
+            applied_version,
+            edge_version,
+        } => {
+            let edge_version: String = edge_version.chars().take(64).collect();
+            state
+                .store
+                .device_seen(&device.id, now, applied_version, Some(&edge_version))
+                .await?;
+            let mut replies = Vec::new();
+            if let Some(bundle) = current_bundle(state, &device.tenant_id).await? {
+                replies.push(ControlMessage::Policy { bundle });
+            }
+            let head = state
+                .store
+                .audit_head(&device.id)
+                .await?
+                .map_or(0, |(s, _)| s);
+            replies.push(ControlMessage::AuditAck { up_to_seq: head });
+            Ok(replies)
+        }
+        EdgeMessage::Heartbeat {
+            applied_version, ..
+        } => {
+            state
+                .store
+                .device_seen(&device.id, now, applied_version, None)
+                .await?;
+            Ok(Vec::new())
+        }
+        EdgeMessage::PolicyApplied { version } => {
+            state
+                .store
+                .device_seen(&device.id, now, Some(version), None)
+                .await?;
+            Ok(Vec::new())
+        }
+        EdgeMessage::PolicyRejected { version, reason } => {
+            state
+                .alert(
+                    Some(&device.tenant_id),
+                    Some(&device.id),
+                    "policy_rejected",
+                    format!(
+                        "edge refused policy version {}: {}",
+                        version.map_or("?".to_string(), |v| v.to_string()),
+                        reason.chars().take(300).collect::<String>()
+                    ),
+                )
+                .await;
+            Ok(Vec::new())
+        }
+        EdgeMessage::AuditBatch { events } => {
+            if events.len() > MAX_AUDIT_BATCH {
+                return Ok(vec![ControlMessage::AuditNack {
+                    resend_from: events.first().map_or(1, |e| e.seq),
+                    reason: format!("batch larger than {MAX_AUDIT_BATCH} events"),
+                }]);
+            }
+            match ingest(state, device, &events).await? {
+                Ok(outcome) => Ok(vec![ControlMessage::AuditAck {
+                    up_to_seq: outcome.head_seq,
+                }]),
+                Err((head, err)) => {
+                    let kind = match err {
+                        ChainError::Gap { .. } => "audit_chain_gap",
+                        _ => "audit_chain_fork",
+                    };
+                    state
+                        .alert(
+                            Some(&device.tenant_id),
+                            Some(&device.id),
+                            kind,
+                            err.to_string(),
+                        )
+                        .await;
+                    Ok(vec![
+                        ControlMessage::AuditAck { up_to_seq: head },
+                        ControlMessage::AuditNack {
+                            resend_from: head + 1,
+                            reason: err.to_string(),
+                        },
+                    ])
+                }
+            }
+        }
+    }
+}
+
+/// Verifies and stores a batch of a device's events. Re-delivered events (seq at or below the
+/// stored head) are skipped: ingest is idempotent on `(device, seq)`. The valid prefix of a
+/// batch is stored even when a later event breaks the chain; the break is returned with the
+/// head after storing.
+///
+/// # Errors
+/// Store failures (outer); chain breaks (inner, with the head seq after the valid prefix).
+pub async fn ingest(
+    state: &SharedState,
+    device: &Device,
+    events: &[AuditEvent],
+) -> Result<Result<IngestOutcome, (u64, ChainError)>, ApiError> {
+    let head = state.store.audit_head(&device.id).await?;
+    let (head_seq, head_hash) = head
+        .clone()
+        .unwrap_or_else(|| (0, GENESIS_HASH.to_string()));
+    let mut verifier = ChainVerifier::resume(&device.id, head_seq, head_hash);
+    let mut accepted = Vec::with_capacity(events.len());
+    let mut duplicates = 0;
+    let mut failure = None;
+    for event in events {
+        if event.device_id == device.id && event.seq <= head_seq {
+            duplicates += 1;
+            continue;
+        }
+        if event.tenant_id != device.tenant_id {
+            failure = Some(ChainError::WrongDevice { seq: event.seq });
+            break;
+        }
+        match verifier.push(event) {
+            Ok(hash) => accepted.push((event.clone(), hash)),
+            Err(err) => {
+                failure = Some(err);
+                break;
+            }
+        }
+    }
+    if !accepted.is_empty() {
+        state
+            .store
+            .store_audit_batch(&device.id, head, &accepted, now_ms())
+            .await?;
+    }
+    let stored_head = verifier.last_seq();
+    Ok(match failure {
+        Some(err) => Err((stored_head, err)),
+        None => Ok(IngestOutcome {
+            stored: accepted.len(),
+            duplicates,
+            head_seq: stored_head,
+        }),
+    })
+}

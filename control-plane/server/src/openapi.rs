@@ -1,0 +1,42 @@
+//! The OpenAPI 3 document of the REST API, generated from the handler annotations (`utoipa`)
+//! and served at `/api/openapi.json`.
+
+use utoipa::OpenApi;
+
+/// The API description.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "SASE control plane API",
+        description = "Tenants, devices, policy and audit of SASE branch edges."
+    ),
+    paths(
+        crate::api::login,
+        crate::api::logout,
+        crate::api::create_token,
+        crate::api::list_tenants,
+        crate::api::create_tenant,
+        crate::api::list_sites,
+        crate::api::create_site,
+        crate::api::create_claim_code,
+        crate::api::enroll,
+        crate::api::list_devices,
+        crate::api::get_policy,
+        crate::api::put_policy,
+        crate::api::list_policy_versions,
+        crate::api::query_audit,
+        crate::api::verify_device_chain,
+        crate::api::list_alerts,
+        crate::api::healthz,
+        crate::channel::channel,
+    ),
+    components(schemas(crate::error::ErrorBody))
+)]
+pub struct ApiDoc;
+
+/// The document as JSON text.
+pub fn document_json() -> String {
+    ApiDoc::openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}

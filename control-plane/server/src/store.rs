@@ -1,0 +1,926 @@
+//! The store: every read and write of control-plane state, through sqlx's `Any` driver so the
+//! same code and the same migrations run on the embedded SQLite file (default) and on
+//! PostgreSQL. SQL here is portable (`$N` parameters, TEXT/BIGINT columns, no autoincrement).
+
+use sase_model::audit::AuditEvent;
+use sase_model::fleet::{Device, DeviceStatus, Site, Tenant};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+/// Store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed.
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    /// Applying migrations failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored value could not be decoded.
+    #[error("corrupt stored value: {0}")]
+    Corrupt(String),
+}
+
+/// Result alias for store calls.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Which database is behind the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite file.
+    Sqlite,
+    /// PostgreSQL server.
+    Postgres,
+}
+
+/// Handle on the database (cheap to clone).
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// A stored credential joined with its admin.
+#[derive(Debug, Clone)]
+pub struct CredentialOwner {
+    /// Admin id.
+    pub admin_id: String,
+    /// Admin user name.
+    pub username: String,
+    /// When the credential stops working.
+    pub expires_at_ms: i64,
+}
+
+/// A stored policy version.
+#[derive(Debug, Clone)]
+pub struct PolicyVersion {
+    /// Tenant.
+    pub tenant_id: String,
+    /// Version number.
+    pub version: u64,
+    /// The validated policy, canonical JSON.
+    pub policy_json: String,
+    /// The signed bundle, JSON.
+    pub bundle_json: String,
+    /// Who made the change.
+    pub created_by: String,
+    /// When.
+    pub created_at_ms: i64,
+}
+
+/// Filters for audit queries; `None` means "any".
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Tenant id.
+    pub tenant_id: Option<String>,
+    /// Device id.
+    pub device_id: Option<String>,
+    /// Earliest event time (inclusive, Unix ms).
+    pub from_ms: Option<i64>,
+    /// Latest event time (exclusive, Unix ms).
+    pub to_ms: Option<i64>,
+    /// `allow` or `deny`.
+    pub decision: Option<String>,
+    /// Exact identity.
+    pub identity: Option<String>,
+    /// Resource name.
+    pub resource: Option<String>,
+    /// Reason code.
+    pub reason: Option<String>,
+    /// Reference id.
+    pub reference: Option<String>,
+    /// Most rows to return.
+    pub limit: i64,
+}
+
+/// An alert row.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Alert {
+    /// Alert id.
+    pub id: String,
+    /// Tenant, when known.
+    pub tenant_id: Option<String>,
+    /// Device, when known.
+    pub device_id: Option<String>,
+    /// Machine-readable kind (`audit_chain_gap`, `channel_protocol_error`, …).
+    pub kind: String,
+    /// What happened.
+    pub detail: String,
+    /// When (Unix ms).
+    pub created_at_ms: i64,
+}
+
+/// Outcome of storing a batch of audit events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestOutcome {
+    /// Events newly stored.
+    pub stored: usize,
+    /// Events already stored before (idempotent re-delivery).
+    pub duplicates: usize,
+    /// Highest stored sequence number of the device after the batch.
+    pub head_seq: u64,
+}
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+fn to_u64(v: i64) -> StoreResult<u64> {
+    u64::try_from(v).map_err(|_| corrupt(format!("negative counter {v}")))
+}
+
+fn to_i64(v: u64) -> StoreResult<i64> {
+    i64::try_from(v).map_err(|_| corrupt(format!("counter {v} out of range")))
+}
+
+impl Store {
+    /// Connects and applies the embedded migrations.
+    ///
+    /// # Errors
+    /// When the database cannot be reached or migrated.
+    pub async fn connect(database_url: &str) -> StoreResult<Store> {
+        sqlx::any::install_default_drivers();
+        let backend = if database_url.starts_with("postgres") {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        };
+        let mut options = AnyPoolOptions::new().max_connections(match backend {
+            Backend::Sqlite => 4,
+            Backend::Postgres => 16,
+        });
+        if backend == Backend::Sqlite {
+            options = options.after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    sqlx::query("PRAGMA journal_mode = WAL")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA synchronous = NORMAL")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA busy_timeout = 10000")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA foreign_keys = ON")
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = options.connect(database_url).await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Store { pool, backend })
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Checks the database answers.
+    ///
+    /// # Errors
+    /// When it does not.
+    pub async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    // ---- settings -------------------------------------------------------------------------
+
+    /// Reads a setting.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn setting(&self, key: &str) -> StoreResult<Option<String>> {
+        let row = sqlx::query("SELECT value FROM settings WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get::<String, _>("value")).transpose()?)
+    }
+
+    /// Writes a setting only if it is not set yet; returns the value in force.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn setting_init(&self, key: &str, value: &str) -> StoreResult<String> {
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        self.setting(key)
+            .await?
+            .ok_or_else(|| corrupt(format!("setting {key} vanished")))
+    }
+
+    // ---- tenants and sites ----------------------------------------------------------------
+
+    /// Creates a tenant with its CA.
+    ///
+    /// # Errors
+    /// Database failure, including a duplicate name.
+    pub async fn create_tenant(
+        &self,
+        tenant: &Tenant,
+        ca_cert_pem: &str,
+        ca_key_pem: &str,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO tenants (id, name, ca_cert_pem, ca_key_pem, created_at_ms) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&tenant.id)
+        .bind(&tenant.name)
+        .bind(ca_cert_pem)
+        .bind(ca_key_pem)
+        .bind(tenant.created_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    fn tenant_from(row: &AnyRow) -> StoreResult<Tenant> {
+        Ok(Tenant {
+            id: row.try_get("id")?,
+            name: row.try_get("name")?,
+            created_at_ms: row.try_get("created_at_ms")?,
+        })
+    }
+
+    /// All tenants, by name.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn tenants(&self) -> StoreResult<Vec<Tenant>> {
+        let rows = sqlx::query("SELECT id, name, created_at_ms FROM tenants ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(Self::tenant_from).collect()
+    }
+
+    /// One tenant.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn tenant(&self, id: &str) -> StoreResult<Option<Tenant>> {
+        let row = sqlx::query("SELECT id, name, created_at_ms FROM tenants WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(Self::tenant_from).transpose()
+    }
+
+    /// A tenant's CA certificate and key (PEM).
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn tenant_ca(&self, id: &str) -> StoreResult<Option<(String, String)>> {
+        let row = sqlx::query("SELECT ca_cert_pem, ca_key_pem FROM tenants WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok((r.try_get("ca_cert_pem")?, r.try_get("ca_key_pem")?)))
+            .transpose()
+    }
+
+    /// Every tenant CA certificate (PEM): the roots for device client certificates.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn all_tenant_ca_certs(&self) -> StoreResult<Vec<String>> {
+        let rows = sqlx::query("SELECT ca_cert_pem FROM tenants")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get("ca_cert_pem")?)).collect()
+    }
+
+    /// Creates a site.
+    ///
+    /// # Errors
+    /// Database failure, including a duplicate name within the tenant.
+    pub async fn create_site(&self, site: &Site) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO sites (id, tenant_id, name, created_at_ms) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&site.id)
+        .bind(&site.tenant_id)
+        .bind(&site.name)
+        .bind(site.created_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    fn site_from(row: &AnyRow) -> StoreResult<Site> {
+        Ok(Site {
+            id: row.try_get("id")?,
+            tenant_id: row.try_get("tenant_id")?,
+            name: row.try_get("name")?,
+            created_at_ms: row.try_get("created_at_ms")?,
+        })
+    }
+
+    /// A tenant's sites, by name.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn sites(&self, tenant_id: &str) -> StoreResult<Vec<Site>> {
+        let rows = sqlx::query(
+            "SELECT id, tenant_id, name, created_at_ms FROM sites WHERE tenant_id = $1 ORDER BY name",
+        )
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Self::site_from).collect()
+    }
+
+    /// One site.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn site(&self, id: &str) -> StoreResult<Option<Site>> {
+        let row = sqlx::query("SELECT id, tenant_id, name, created_at_ms FROM sites WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(Self::site_from).transpose()
+    }
+
+    // ---- admins and credentials -----------------------------------------------------------
+
+    /// Number of admins.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn admin_count(&self) -> StoreResult<i64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM admins")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// Creates an admin.
+    ///
+    /// # Errors
+    /// Database failure, including a duplicate user name.
+    pub async fn create_admin(
+        &self,
+        id: &str,
+        username: &str,
+        password_hash: &str,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO admins (id, username, password_hash, created_at_ms) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(id)
+        .bind(username)
+        .bind(password_hash)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// `(admin id, password hash)` for a user name.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn admin_by_username(&self, username: &str) -> StoreResult<Option<(String, String)>> {
+        let row = sqlx::query("SELECT id, password_hash FROM admins WHERE username = $1")
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok((r.try_get("id")?, r.try_get("password_hash")?)))
+            .transpose()
+    }
+
+    /// Stores a credential (session or API token) by the hash of its secret.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn insert_credential(
+        &self,
+        token_hash: &str,
+        admin_id: &str,
+        kind: &str,
+        name: &str,
+        now_ms: i64,
+        expires_at_ms: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO credentials (token_hash, admin_id, kind, name, created_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(token_hash)
+        .bind(admin_id)
+        .bind(kind)
+        .bind(name)
+        .bind(now_ms)
+        .bind(expires_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The admin behind a credential hash, if it exists and has not expired.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn credential(
+        &self,
+        token_hash: &str,
+        now_ms: i64,
+    ) -> StoreResult<Option<CredentialOwner>> {
+        let row = sqlx::query(
+            "SELECT c.admin_id, a.username, c.expires_at_ms FROM credentials c JOIN admins a ON a.id = c.admin_id WHERE c.token_hash = $1 AND c.expires_at_ms > $2",
+        )
+        .bind(token_hash)
+        .bind(now_ms)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(CredentialOwner {
+                admin_id: r.try_get("admin_id")?,
+                username: r.try_get("username")?,
+                expires_at_ms: r.try_get("expires_at_ms")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Deletes a credential.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn delete_credential(&self, token_hash: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM credentials WHERE token_hash = $1")
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // ---- claim codes and devices ----------------------------------------------------------
+
+    /// Stores a claim code by its hash.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn insert_claim_code(
+        &self,
+        code_hash: &str,
+        site: &Site,
+        now_ms: i64,
+        expires_at_ms: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO claim_codes (code_hash, tenant_id, site_id, created_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(code_hash)
+        .bind(&site.tenant_id)
+        .bind(&site.id)
+        .bind(now_ms)
+        .bind(expires_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Atomically consumes a claim code and records the device it enrolled, in one
+    /// transaction with the device row. Returns `false` (and stores nothing) when the code is
+    /// unknown, used or expired.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn enroll_device(
+        &self,
+        code_hash: &str,
+        device: &Device,
+        cert_pem: &str,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let claimed = sqlx::query(
+            "UPDATE claim_codes SET used_at_ms = $1, device_id = $2 WHERE code_hash = $3 AND used_at_ms IS NULL AND expires_at_ms > $4 AND tenant_id = $5 AND site_id = $6",
+        )
+        .bind(now_ms)
+        .bind(&device.id)
+        .bind(code_hash)
+        .bind(now_ms)
+        .bind(&device.tenant_id)
+        .bind(&device.site_id)
+        .execute(&mut *tx)
+        .await?;
+        if claimed.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO devices (id, tenant_id, site_id, name, status, cert_pem, cert_sha256, enrolled_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&device.id)
+        .bind(&device.tenant_id)
+        .bind(&device.site_id)
+        .bind(&device.name)
+        .bind("active")
+        .bind(cert_pem)
+        .bind(&device.cert_sha256)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// `(tenant, site)` of a live claim code, without consuming it.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn claim_code_target(
+        &self,
+        code_hash: &str,
+        now_ms: i64,
+    ) -> StoreResult<Option<(String, String)>> {
+        let row = sqlx::query(
+            "SELECT tenant_id, site_id FROM claim_codes WHERE code_hash = $1 AND used_at_ms IS NULL AND expires_at_ms > $2",
+        )
+        .bind(code_hash)
+        .bind(now_ms)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Ok((r.try_get("tenant_id")?, r.try_get("site_id")?)))
+            .transpose()
+    }
+
+    fn device_from(row: &AnyRow) -> StoreResult<Device> {
+        let status: String = row.try_get("status")?;
+        let applied: Option<i64> = row.try_get("applied_version")?;
+        Ok(Device {
+            id: row.try_get("id")?,
+            tenant_id: row.try_get("tenant_id")?,
+            site_id: row.try_get("site_id")?,
+            name: row.try_get("name")?,
+            status: match status.as_str() {
+                "active" => DeviceStatus::Active,
+                "revoked" => DeviceStatus::Revoked,
+                other => return Err(corrupt(format!("device status {other}"))),
+            },
+            cert_sha256: row.try_get("cert_sha256")?,
+            enrolled_at_ms: row.try_get("enrolled_at_ms")?,
+            last_seen_ms: row.try_get("last_seen_ms")?,
+            applied_version: applied.map(to_u64).transpose()?,
+            edge_version: row.try_get("edge_version")?,
+        })
+    }
+
+    const DEVICE_COLUMNS: &'static str = "id, tenant_id, site_id, name, status, cert_sha256, enrolled_at_ms, last_seen_ms, applied_version, edge_version";
+
+    /// A tenant's devices, by name.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn devices(&self, tenant_id: &str) -> StoreResult<Vec<Device>> {
+        let sql = format!(
+            "SELECT {} FROM devices WHERE tenant_id = $1 ORDER BY name, id",
+            Self::DEVICE_COLUMNS
+        );
+        let rows = sqlx::query(&sql)
+            .bind(tenant_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(Self::device_from).collect()
+    }
+
+    /// The device holding the certificate with this SHA-256.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn device_by_cert(&self, cert_sha256: &str) -> StoreResult<Option<Device>> {
+        let sql = format!(
+            "SELECT {} FROM devices WHERE cert_sha256 = $1",
+            Self::DEVICE_COLUMNS
+        );
+        let row = sqlx::query(&sql)
+            .bind(cert_sha256)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(Self::device_from).transpose()
+    }
+
+    /// Records what a device reported on the channel.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn device_seen(
+        &self,
+        device_id: &str,
+        now_ms: i64,
+        applied_version: Option<u64>,
+        edge_version: Option<&str>,
+    ) -> StoreResult<()> {
+        let applied = applied_version.map(to_i64).transpose()?;
+        let mut sql = String::from("UPDATE devices SET last_seen_ms = $1");
+        let mut next = 2;
+        if applied.is_some() {
+            sql.push_str(&format!(", applied_version = ${next}"));
+            next += 1;
+        }
+        if edge_version.is_some() {
+            sql.push_str(&format!(", edge_version = ${next}"));
+            next += 1;
+        }
+        sql.push_str(&format!(" WHERE id = ${next}"));
+        let mut query = sqlx::query(&sql).bind(now_ms);
+        if let Some(v) = applied {
+            query = query.bind(v);
+        }
+        if let Some(v) = edge_version {
+            query = query.bind(v.to_string());
+        }
+        query.bind(device_id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    // ---- policy ---------------------------------------------------------------------------
+
+    fn policy_from(row: &AnyRow) -> StoreResult<PolicyVersion> {
+        Ok(PolicyVersion {
+            tenant_id: row.try_get("tenant_id")?,
+            version: to_u64(row.try_get("version")?)?,
+            policy_json: row.try_get("policy_json")?,
+            bundle_json: row.try_get("bundle_json")?,
+            created_by: row.try_get("created_by")?,
+            created_at_ms: row.try_get("created_at_ms")?,
+        })
+    }
+
+    /// The newest policy version of a tenant.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn latest_policy(&self, tenant_id: &str) -> StoreResult<Option<PolicyVersion>> {
+        let row = sqlx::query(
+            "SELECT tenant_id, version, policy_json, bundle_json, created_by, created_at_ms FROM policy_versions WHERE tenant_id = $1 ORDER BY version DESC LIMIT 1",
+        )
+        .bind(tenant_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(Self::policy_from).transpose()
+    }
+
+    /// All versions of a tenant's policy, newest first (without the bundle text).
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn policy_versions(&self, tenant_id: &str) -> StoreResult<Vec<PolicyVersion>> {
+        let rows = sqlx::query(
+            "SELECT tenant_id, version, policy_json, '' AS bundle_json, created_by, created_at_ms FROM policy_versions WHERE tenant_id = $1 ORDER BY version DESC",
+        )
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Self::policy_from).collect()
+    }
+
+    /// Inserts a policy version; returns `false` if that version already exists (a concurrent
+    /// writer won; the caller retries with the next number).
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn insert_policy(&self, version: &PolicyVersion) -> StoreResult<bool> {
+        let result = sqlx::query(
+            "INSERT INTO policy_versions (tenant_id, version, policy_json, bundle_json, created_by, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, version) DO NOTHING",
+        )
+        .bind(&version.tenant_id)
+        .bind(to_i64(version.version)?)
+        .bind(&version.policy_json)
+        .bind(&version.bundle_json)
+        .bind(&version.created_by)
+        .bind(version.created_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    // ---- audit ----------------------------------------------------------------------------
+
+    /// Last verified `(seq, hash)` of a device's chain.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn audit_head(&self, device_id: &str) -> StoreResult<Option<(u64, String)>> {
+        let row = sqlx::query("SELECT last_seq, last_hash FROM audit_heads WHERE device_id = $1")
+            .bind(device_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok((to_u64(r.try_get("last_seq")?)?, r.try_get("last_hash")?)))
+            .transpose()
+    }
+
+    /// Stores verified events (each with its hash) and moves the device's head, in one
+    /// transaction. The caller has verified that `events` continue the chain from the head it
+    /// read; the head update is conditional on that head so that a concurrent writer cannot
+    /// fork the stored chain.
+    ///
+    /// # Errors
+    /// Database failure, or [`StoreError::Corrupt`] if the head moved underneath.
+    pub async fn store_audit_batch(
+        &self,
+        device_id: &str,
+        expected_head: Option<(u64, String)>,
+        events: &[(AuditEvent, String)],
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        let Some((last, last_hash)) = events.last().map(|(e, h)| (e.seq, h.clone())) else {
+            return Ok(());
+        };
+        let mut tx = self.pool.begin().await?;
+        for (event, hash) in events {
+            let http = event.http.as_ref();
+            sqlx::query(
+                "INSERT INTO audit_events (device_id, seq, tenant_id, ts_ms, kind, decision, reason, identity, resource, route, method, path, status, reference, hash, event_json, received_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+            )
+            .bind(&event.device_id)
+            .bind(to_i64(event.seq)?)
+            .bind(&event.tenant_id)
+            .bind(event.ts_ms)
+            .bind(event.kind.as_str())
+            .bind(event.decision.as_str())
+            .bind(event.reason.as_str())
+            .bind(event.identity.clone())
+            .bind(http.map(|h| h.resource.clone()))
+            .bind(http.map(|h| h.route.clone()))
+            .bind(http.map(|h| h.method.clone()))
+            .bind(http.map(|h| h.path.clone()))
+            .bind(http.map(|h| i64::from(h.status)))
+            .bind(&event.reference)
+            .bind(hash)
+            .bind(serde_json::to_string(event).map_err(corrupt)?)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let moved = match expected_head {
+            None => {
+                sqlx::query(
+                    "INSERT INTO audit_heads (device_id, last_seq, last_hash) VALUES ($1, $2, $3) ON CONFLICT (device_id) DO NOTHING",
+                )
+                .bind(device_id)
+                .bind(to_i64(last)?)
+                .bind(&last_hash)
+                .execute(&mut *tx)
+                .await?
+            }
+            Some((seq, hash)) => {
+                sqlx::query(
+                    "UPDATE audit_heads SET last_seq = $1, last_hash = $2 WHERE device_id = $3 AND last_seq = $4 AND last_hash = $5",
+                )
+                .bind(to_i64(last)?)
+                .bind(&last_hash)
+                .bind(device_id)
+                .bind(to_i64(seq)?)
+                .bind(hash)
+                .execute(&mut *tx)
+                .await?
+            }
+        };
+        if moved.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Err(corrupt("audit head moved during ingest"));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Events matching a filter, newest first.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn audit_events(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEvent>> {
+        let mut sql = String::from("SELECT event_json FROM audit_events WHERE 1 = 1");
+        let mut text_binds: Vec<String> = Vec::new();
+        let mut n = 0;
+        let mut add_text = |sql: &mut String, column: &str, value: &Option<String>| {
+            if let Some(v) = value {
+                n += 1;
+                sql.push_str(&format!(" AND {column} = ${n}"));
+                text_binds.push(v.clone());
+            }
+        };
+        add_text(&mut sql, "tenant_id", &filter.tenant_id);
+        add_text(&mut sql, "device_id", &filter.device_id);
+        add_text(&mut sql, "decision", &filter.decision);
+        add_text(&mut sql, "identity", &filter.identity);
+        add_text(&mut sql, "resource", &filter.resource);
+        add_text(&mut sql, "reason", &filter.reason);
+        add_text(&mut sql, "reference", &filter.reference);
+        let mut int_binds = Vec::new();
+        if let Some(from) = filter.from_ms {
+            n += 1;
+            sql.push_str(&format!(" AND ts_ms >= ${n}"));
+            int_binds.push(from);
+        }
+        if let Some(to) = filter.to_ms {
+            n += 1;
+            sql.push_str(&format!(" AND ts_ms < ${n}"));
+            int_binds.push(to);
+        }
+        n += 1;
+        sql.push_str(&format!(
+            " ORDER BY ts_ms DESC, device_id, seq DESC LIMIT ${n}"
+        ));
+        let mut query = sqlx::query(&sql);
+        for v in text_binds {
+            query = query.bind(v);
+        }
+        for v in int_binds {
+            query = query.bind(v);
+        }
+        let rows = query.bind(filter.limit).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                let text: String = r.try_get("event_json")?;
+                serde_json::from_str(&text).map_err(corrupt)
+            })
+            .collect()
+    }
+
+    /// A device's stored events with their stored hashes, in chain order, from `after_seq`.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn device_chain(
+        &self,
+        device_id: &str,
+        after_seq: u64,
+        limit: i64,
+    ) -> StoreResult<Vec<(AuditEvent, String)>> {
+        let rows = sqlx::query(
+            "SELECT event_json, hash FROM audit_events WHERE device_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(device_id)
+        .bind(to_i64(after_seq)?)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let text: String = r.try_get("event_json")?;
+                let event = serde_json::from_str(&text).map_err(corrupt)?;
+                Ok((event, r.try_get("hash")?))
+            })
+            .collect()
+    }
+
+    // ---- alerts ---------------------------------------------------------------------------
+
+    /// Records an alert.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn insert_alert(&self, alert: &Alert) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO alerts (id, tenant_id, device_id, kind, detail, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&alert.id)
+        .bind(alert.tenant_id.clone())
+        .bind(alert.device_id.clone())
+        .bind(&alert.kind)
+        .bind(&alert.detail)
+        .bind(alert.created_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Newest alerts first.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn alerts(&self, limit: i64) -> StoreResult<Vec<Alert>> {
+        let rows = sqlx::query(
+            "SELECT id, tenant_id, device_id, kind, detail, created_at_ms FROM alerts ORDER BY created_at_ms DESC, id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Alert {
+                    id: r.try_get("id")?,
+                    tenant_id: r.try_get("tenant_id")?,
+                    device_id: r.try_get("device_id")?,
+                    kind: r.try_get("kind")?,
+                    detail: r.try_get("detail")?,
+                    created_at_ms: r.try_get("created_at_ms")?,
+                })
+            })
+            .collect()
+    }
+}

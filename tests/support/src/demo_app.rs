@@ -1,0 +1,253 @@
+//! The "sample protected app": a tiny upstream HTTP service that sits behind
+//! the edge gateway in the demo and the end-to-end tests.
+//!
+//! It echoes what it received (method, path, query, the identity headers the
+//! gateway injects, body length) so tests can check what the proxy forwarded,
+//! and serves a few fixed "orders" endpoints for the demo. Served by the
+//! `sase-demo-app` binary; [`serve`] can also be run in-process.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Body, Incoming};
+use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+/// Value of the `app` field in echo responses.
+pub const APP_NAME: &str = "demo-orders";
+/// Maximum request body the app reads (8 MiB); larger bodies get 413.
+pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+/// Request headers reported back under `headers_seen`.
+pub const ECHOED_HEADERS: [&str; 2] = ["x-sase-reference", "x-sase-identity"];
+
+/// The fixed sample orders: `(id, item, qty)`.
+pub const ORDERS: [(&str, &str, u32); 3] = [
+    ("1001", "router", 2),
+    ("1002", "switch", 1),
+    ("1003", "access-point", 5),
+];
+
+fn order_json(id: &str, item: &str, qty: u32) -> Value {
+    json!({ "id": id, "item": item, "qty": qty })
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut()
+        .insert("x-demo-app", HeaderValue::from_static(APP_NAME));
+    resp
+}
+
+/// Joins all values of header `name` with `", "`; `None` if absent or not
+/// visible ASCII. Repeated headers are all shown so tests can detect a
+/// client-supplied identity header that the gateway failed to strip.
+fn header_joined(headers: &HeaderMap, name: &str) -> Option<String> {
+    let mut values = headers.get_all(name).iter().peekable();
+    values.peek()?;
+    let parts: Option<Vec<&str>> = values.map(|v| v.to_str().ok()).collect();
+    parts.map(|p| p.join(", "))
+}
+
+/// Handles one request (the whole application logic).
+pub async fn handle<B>(req: Request<B>) -> Result<Response<Full<Bytes>>, Infallible>
+where
+    B: Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (parts, body) = req.into_parts();
+    // Always drain the body so keep-alive connections stay usable.
+    let body_bytes = match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => collected.to_bytes().len(),
+        Err(e) => {
+            let too_large = e
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some();
+            let (status, msg) = if too_large {
+                (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("request body exceeds {MAX_BODY_BYTES} bytes"),
+                )
+            } else {
+                (
+                    StatusCode::BAD_REQUEST,
+                    format!("error reading request body: {e}"),
+                )
+            };
+            return Ok(json_response(status, &json!({ "error": msg })));
+        }
+    };
+
+    let path = parts.uri.path();
+    if parts.method == Method::GET {
+        if path == "/health" {
+            return Ok(json_response(StatusCode::OK, &json!({ "status": "ok" })));
+        }
+        if path == "/orders" || path == "/orders/" {
+            let orders: Vec<Value> = ORDERS
+                .iter()
+                .map(|(id, item, qty)| order_json(id, item, *qty))
+                .collect();
+            return Ok(json_response(StatusCode::OK, &json!({ "orders": orders })));
+        }
+        if let Some(id) = path.strip_prefix("/orders/") {
+            if !id.is_empty() && !id.contains('/') {
+                return Ok(match ORDERS.iter().find(|(oid, _, _)| *oid == id) {
+                    Some((oid, item, qty)) => {
+                        json_response(StatusCode::OK, &order_json(oid, item, *qty))
+                    }
+                    None => json_response(
+                        StatusCode::NOT_FOUND,
+                        &json!({ "error": "order not found", "id": id }),
+                    ),
+                });
+            }
+        }
+    }
+
+    let mut seen = serde_json::Map::new();
+    for name in ECHOED_HEADERS {
+        let v = header_joined(&parts.headers, name).map_or(Value::Null, Value::String);
+        seen.insert(name.to_owned(), v);
+    }
+    let body = json!({
+        "app": APP_NAME,
+        "method": parts.method.as_str(),
+        "path": path,
+        "query": parts.uri.query(),
+        "headers_seen": seen,
+        "body_bytes": body_bytes,
+    });
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+/// Accepts connections on `listener` (HTTP/1.1 and h2c) until `shutdown`
+/// resolves, then stops accepting and aborts open connections.
+pub async fn serve<F>(listener: TcpListener, shutdown: F) -> std::io::Result<()>
+where
+    F: Future<Output = ()>,
+{
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut conns = JoinSet::new();
+    loop {
+        let (stream, peer): (_, SocketAddr) = tokio::select! {
+            () = &mut shutdown => break,
+            // Reap finished connection tasks so the set does not grow forever.
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Transient (e.g. EMFILE): log and keep serving.
+                    eprintln!("sase-demo-app: accept error: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        conns.spawn(async move {
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let svc = service_fn(|req: Request<Incoming>| handle(req));
+            if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {
+                eprintln!("sase-demo-app: connection from {peer}: {e}");
+            }
+        });
+    }
+    conns.shutdown().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn call(req: Request<Full<Bytes>>) -> (StatusCode, Value) {
+        let resp = handle(req).await.expect("infallible");
+        let status = resp.status();
+        assert_eq!(
+            resp.headers().get(CONTENT_TYPE).map(HeaderValue::as_bytes),
+            Some(&b"application/json"[..])
+        );
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .expect("full body")
+            .to_bytes();
+        (status, serde_json::from_slice(&bytes).expect("json"))
+    }
+
+    fn req(method: &str, uri: &str, body: &'static [u8]) -> Request<Full<Bytes>> {
+        Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("x-sase-identity", "alice")
+            .header("x-sase-identity", "mallory")
+            .body(Full::new(Bytes::from_static(body)))
+            .expect("request")
+    }
+
+    #[tokio::test]
+    async fn echo() {
+        let (status, v) = call(req("POST", "/api/x?a=1&b=2", b"hello")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(v["app"], APP_NAME);
+        assert_eq!(v["method"], "POST");
+        assert_eq!(v["path"], "/api/x");
+        assert_eq!(v["query"], "a=1&b=2");
+        assert_eq!(v["body_bytes"], 5);
+        assert_eq!(v["headers_seen"]["x-sase-identity"], "alice, mallory");
+        assert_eq!(v["headers_seen"]["x-sase-reference"], Value::Null);
+
+        let (_, v) = call(req("GET", "/", b"")).await;
+        assert_eq!(v["query"], Value::Null);
+    }
+
+    #[tokio::test]
+    async fn orders_and_health() {
+        let (status, v) = call(req("GET", "/orders", b"")).await;
+        assert_eq!(status, StatusCode::OK);
+        let orders = v["orders"].as_array().expect("array");
+        assert_eq!(orders.len(), 3);
+        assert_eq!(orders[0], json!({"id":"1001","item":"router","qty":2}));
+
+        let (status, v) = call(req("GET", "/orders/1002", b"")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(v["id"], "1002");
+
+        let (status, _) = call(req("GET", "/orders/9999", b"")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+
+        let (status, v) = call(req("GET", "/health", b"")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(v, json!({"status":"ok"}));
+
+        // Non-GET on /orders falls through to the echo.
+        let (_, v) = call(req("POST", "/orders", b"{}")).await;
+        assert_eq!(v["method"], "POST");
+        assert_eq!(v["body_bytes"], 2);
+    }
+
+    #[tokio::test]
+    async fn oversized_body_is_413() {
+        let big: &'static [u8] = Vec::leak(vec![0u8; MAX_BODY_BYTES + 1]);
+        let (status, v) = call(req("PUT", "/upload", big)).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(v["error"].is_string());
+
+        let exact: &'static [u8] = Vec::leak(vec![0u8; MAX_BODY_BYTES]);
+        let (status, v) = call(req("PUT", "/upload", exact)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(v["body_bytes"], MAX_BODY_BYTES);
+    }
+}
