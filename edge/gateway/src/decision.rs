@@ -1,0 +1,257 @@
+//! The decision for one HTTP request: route selection, bearer token, scopes and groups, ending
+//! in a [`Verdict`]. A pure function of the compiled policy, the fetched keys, the request parts
+//! and `now`; the shell does all I/O. Also the client-facing error body of a refusal.
+
+use std::collections::BTreeSet;
+
+use sase_model::Reason;
+use serde_json::{Map, Value};
+
+use crate::jwks::JwksStore;
+use crate::jwt::{self, TokenFailure};
+use crate::policy::CompiledPolicy;
+
+/// The parts of an HTTP request that decisions look at.
+#[derive(Clone, Copy)]
+pub struct RequestParts<'a> {
+    /// Method token, e.g. `GET` (case-sensitive, as HTTP says).
+    pub method: &'a str,
+    /// `Host` header value, possibly with a port.
+    pub host: Option<&'a str>,
+    /// Path only, without the query.
+    pub path: &'a str,
+    /// Raw `Authorization` header value.
+    pub authorization: Option<&'a str>,
+}
+
+impl std::fmt::Debug for RequestParts<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print credentials.
+        f.debug_struct("RequestParts")
+            .field("method", &self.method)
+            .field("host", &self.host)
+            .field("path", &self.path)
+            .field("authorization", &self.authorization.map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// The outcome of [`decide`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Forward the request upstream.
+    Allow(Allowed),
+    /// Refuse the request.
+    Deny(Denied),
+    /// The token's `kid` is unknown for a `jwks_url` issuer (or no keys were fetched for it
+    /// yet): the shell should fetch that issuer's JWK set (if [`JwksStore::may_refetch`]),
+    /// install it and call [`decide`] again; if it cannot, treat as a refusal with
+    /// [`Reason::TokenUnknownKey`].
+    NeedKeys {
+        /// Id of the issuer whose keys are needed.
+        issuer_id: String,
+    },
+}
+
+/// A request that passed every check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allowed {
+    /// Name of the matched resource.
+    pub resource: String,
+    /// Id of the matched route.
+    pub route: String,
+    /// Upstream base URL of the resource.
+    pub upstream: String,
+    /// `iss|sub` of the caller; `None` on public routes.
+    pub identity: Option<String>,
+    /// The caller's `sub` claim; `None` on public routes.
+    pub subject: Option<String>,
+    /// Largest request body the resource accepts, in bytes.
+    pub max_body_bytes: u64,
+}
+
+/// A refused request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    /// Why it was refused.
+    pub reason: Reason,
+    /// Name of the matched resource, `""` if none matched.
+    pub resource: String,
+    /// Id of the matched route, `""` if none matched.
+    pub route: String,
+    /// `iss|sub` of the caller when the token verified (scope or group refusals).
+    pub identity: Option<String>,
+}
+
+/// Decides one request at time `now_ms` (Unix milliseconds).
+pub fn decide(
+    policy: &CompiledPolicy,
+    jwks: &JwksStore,
+    req: &RequestParts<'_>,
+    now_ms: i64,
+) -> Verdict {
+    let Some((resource, route)) = policy.find_route(req.method, req.host, req.path) else {
+        return deny(Reason::RouteNotFound, "", "", None);
+    };
+    let refuse = |reason: Reason, identity: Option<String>| {
+        deny(reason, &resource.name, &route.id, identity)
+    };
+    let allow = |identity: Option<String>, subject: Option<String>| {
+        Verdict::Allow(Allowed {
+            resource: resource.name.clone(),
+            route: route.id.clone(),
+            upstream: resource.upstream.clone(),
+            identity,
+            subject,
+            max_body_bytes: resource.max_body_bytes,
+        })
+    };
+
+    if route.public {
+        return allow(None, None);
+    }
+
+    let token = match jwt::bearer_token(req.authorization) {
+        Ok(token) => token,
+        Err(reason) => return refuse(reason, None),
+    };
+    let verified = match jwt::verify(policy, jwks, resource, token, now_ms) {
+        Ok(verified) => verified,
+        Err(TokenFailure::Refuse(reason)) => return refuse(reason, None),
+        Err(TokenFailure::NeedKeys(issuer_id)) => return Verdict::NeedKeys { issuer_id },
+    };
+    let identity = format!("{}|{}", verified.iss, verified.sub);
+
+    let scopes = token_scopes(&verified.claims);
+    if !route.scopes.iter().all(|s| scopes.contains(s.as_str())) {
+        return refuse(Reason::ScopeMissing, Some(identity));
+    }
+
+    let token_groups = string_array(verified.claims.get("groups"));
+    let in_group = |group: &String| {
+        token_groups.contains(group.as_str())
+            || policy
+                .groups
+                .get(group)
+                .is_some_and(|members| members.contains(&verified.sub))
+    };
+    if !route.groups.iter().all(in_group) {
+        return refuse(Reason::GroupMissing, Some(identity));
+    }
+
+    allow(Some(identity), Some(verified.sub))
+}
+
+fn deny(reason: Reason, resource: &str, route: &str, identity: Option<String>) -> Verdict {
+    Verdict::Deny(Denied {
+        reason,
+        resource: resource.to_string(),
+        route: route.to_string(),
+        identity,
+    })
+}
+
+/// Scopes granted by the `scope` claim (space-separated) and the `scp` claim (array of
+/// strings, or a space-separated string as some providers send).
+fn token_scopes(claims: &Map<String, Value>) -> BTreeSet<&str> {
+    let mut scopes = BTreeSet::new();
+    for claim in ["scope", "scp"] {
+        match claims.get(claim) {
+            Some(Value::String(s)) => scopes.extend(s.split_whitespace()),
+            Some(Value::Array(items)) => scopes.extend(items.iter().filter_map(Value::as_str)),
+            _ => {}
+        }
+    }
+    scopes
+}
+
+/// The strings of an array claim; anything else counts as empty.
+fn string_array(value: Option<&Value>) -> BTreeSet<&str> {
+    match value {
+        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
+        _ => BTreeSet::new(),
+    }
+}
+
+/// The JSON body of a refusal:
+/// `{"error": "<reason code>", "message": "<short text>", "reference": "<reference>"}`.
+/// The message is stable, human and reveals nothing about internals.
+pub fn error_body(reason: Reason, reference: &str) -> String {
+    serde_json::json!({
+        "error": reason.as_str(),
+        "message": message(reason),
+        "reference": reference,
+    })
+    .to_string()
+}
+
+fn message(reason: Reason) -> &'static str {
+    match reason {
+        Reason::Allowed => "the request was allowed",
+        Reason::NoPolicy => "the gateway has no policy to enforce yet",
+        Reason::RouteNotFound => "no such route",
+        Reason::TokenMissing => "a bearer token is required",
+        Reason::TokenInvalid => "the bearer token is invalid",
+        Reason::TokenExpired => "the bearer token has expired",
+        Reason::TokenNotYetValid => "the bearer token is not valid yet",
+        Reason::TokenBadAudience => "the bearer token is not meant for this service",
+        Reason::TokenBadIssuer => "the bearer token comes from an untrusted issuer",
+        Reason::TokenUnknownKey => "the bearer token is signed with an unknown key",
+        Reason::TokenAlgorithmNotAllowed => {
+            "the bearer token uses a signature algorithm that is not allowed"
+        }
+        Reason::ScopeMissing => "the token lacks a required scope",
+        Reason::GroupMissing => "the caller is not in a required group",
+        Reason::HeadersTooLarge => "the request headers are too large",
+        Reason::BodyTooLarge => "the request body is too large",
+        Reason::BadRequest => "the request is malformed",
+        Reason::UpstreamUnavailable => "the service is unavailable",
+        Reason::UpstreamTimeout => "the service did not answer in time",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn scopes_come_from_scope_and_scp() {
+        let claims = json!({"scope": "a b", "scp": ["c", 7], "groups": ["g", null]});
+        let claims = claims.as_object().expect("object");
+        assert_eq!(
+            token_scopes(claims),
+            ["a", "b", "c"].into_iter().collect::<BTreeSet<_>>()
+        );
+        assert_eq!(
+            string_array(claims.get("groups")),
+            ["g"].into_iter().collect::<BTreeSet<_>>()
+        );
+        assert!(string_array(claims.get("scope")).is_empty());
+    }
+
+    #[test]
+    fn error_body_is_json_with_code_message_and_reference() {
+        let body = error_body(Reason::RouteNotFound, "req-\"1\"");
+        let value: Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(
+            value,
+            json!({"error": "route_not_found", "message": "no such route", "reference": "req-\"1\""})
+        );
+        let body: Value =
+            serde_json::from_str(&error_body(Reason::ScopeMissing, "r")).expect("json");
+        assert_eq!(body["message"], "the token lacks a required scope");
+    }
+
+    #[test]
+    fn request_parts_debug_hides_credentials() {
+        let parts = RequestParts {
+            method: "GET",
+            host: None,
+            path: "/",
+            authorization: Some("Bearer secret-token"),
+        };
+        let text = format!("{parts:?}");
+        assert!(!text.contains("secret-token"), "{text}");
+    }
+}

@@ -1,0 +1,287 @@
+//! A policy bundle compiled for enforcement: path templates parsed, host names normalised,
+//! issuer references resolved and inline JWKs turned into verification keys, all once per
+//! bundle. Also the first decision step, choosing the resource and route of a request.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sase_model::policy::{JwtAlgorithm, Method, PathTemplate};
+use sase_model::BundlePayload;
+
+use crate::error::CompileError;
+use crate::keys::{parse_key_set, VerificationKey};
+
+/// A policy bundle ready for [`crate::decide`]. Built once per bundle; immutable, `Send` and
+/// `Sync`, so it can be shared behind an `Arc` and swapped when a new bundle arrives.
+#[derive(Debug)]
+pub struct CompiledPolicy {
+    tenant_id: String,
+    version: u64,
+    pub(crate) issuers: Vec<CompiledIssuer>,
+    /// Group name -> member subjects.
+    pub(crate) groups: BTreeMap<String, BTreeSet<String>>,
+    resources: Vec<CompiledResource>,
+}
+
+/// A trusted issuer.
+#[derive(Debug)]
+pub(crate) struct CompiledIssuer {
+    pub(crate) id: String,
+    /// Expected `iss` claim.
+    pub(crate) issuer: String,
+    pub(crate) audiences: Vec<String>,
+    pub(crate) algorithms: Vec<JwtAlgorithm>,
+    pub(crate) leeway_seconds: u32,
+    pub(crate) keys: IssuerKeySource,
+}
+
+/// Where an issuer's keys are.
+#[derive(Debug)]
+pub(crate) enum IssuerKeySource {
+    /// Written into the policy, compiled with it.
+    Static(Vec<VerificationKey>),
+    /// Fetched by the shell from this URL and held in a [`crate::JwksStore`].
+    Url(String),
+}
+
+/// A protected resource.
+#[derive(Debug)]
+pub(crate) struct CompiledResource {
+    pub(crate) name: String,
+    /// Lower-case host names; empty means any host.
+    hosts: Vec<String>,
+    pub(crate) upstream: String,
+    /// Indices into [`CompiledPolicy::issuers`].
+    pub(crate) issuers: Vec<usize>,
+    routes: Vec<CompiledRoute>,
+    pub(crate) max_body_bytes: u64,
+}
+
+/// A route of a resource.
+#[derive(Debug)]
+pub(crate) struct CompiledRoute {
+    pub(crate) id: String,
+    methods: Vec<Method>,
+    template: PathTemplate,
+    pub(crate) scopes: Vec<String>,
+    pub(crate) groups: Vec<String>,
+    pub(crate) public: bool,
+}
+
+impl CompiledPolicy {
+    /// Compiles a verified bundle payload.
+    ///
+    /// # Errors
+    /// When the policy does not validate, or an issuer's inline JWK set holds no usable key.
+    pub fn compile(payload: &BundlePayload) -> Result<CompiledPolicy, CompileError> {
+        let policy = &payload.policy;
+        policy.validate()?;
+
+        let mut issuers = Vec::with_capacity(policy.issuers.len());
+        for issuer in &policy.issuers {
+            let keys = match (&issuer.keys.jwks_url, &issuer.keys.jwks) {
+                (_, Some(set)) => {
+                    IssuerKeySource::Static(parse_key_set(set).map_err(|source| {
+                        CompileError::IssuerKeys {
+                            issuer: issuer.id.clone(),
+                            source,
+                        }
+                    })?)
+                }
+                (Some(url), None) => IssuerKeySource::Url(url.clone()),
+                // Validation guarantees one of the two; refuse rather than trust nothing silently.
+                (None, None) => {
+                    return Err(CompileError::IssuerKeys {
+                        issuer: issuer.id.clone(),
+                        source: crate::KeyError::NotAKeySet,
+                    })
+                }
+            };
+            issuers.push(CompiledIssuer {
+                id: issuer.id.clone(),
+                issuer: issuer.issuer.clone(),
+                audiences: issuer.audiences.clone(),
+                algorithms: issuer.algorithms.clone(),
+                leeway_seconds: issuer.leeway_seconds,
+                keys,
+            });
+        }
+
+        let groups = policy
+            .groups
+            .iter()
+            .map(|(name, group)| (name.clone(), group.members.iter().cloned().collect()))
+            .collect();
+
+        let mut resources = Vec::with_capacity(policy.resources.len());
+        for resource in &policy.resources {
+            let mut issuer_indices = Vec::with_capacity(resource.issuers.len());
+            for id in &resource.issuers {
+                let index = issuers.iter().position(|i| &i.id == id).ok_or_else(|| {
+                    CompileError::UnknownIssuer {
+                        resource: resource.name.clone(),
+                        issuer: id.clone(),
+                    }
+                })?;
+                issuer_indices.push(index);
+            }
+            let mut routes = Vec::with_capacity(resource.routes.len());
+            for route in &resource.routes {
+                let template = PathTemplate::parse(&route.path).map_err(|reason| {
+                    CompileError::PathTemplate {
+                        resource: resource.name.clone(),
+                        route: route.id.clone(),
+                        reason: reason.to_string(),
+                    }
+                })?;
+                routes.push(CompiledRoute {
+                    id: route.id.clone(),
+                    methods: route.methods.clone(),
+                    template,
+                    scopes: route.scopes.clone(),
+                    groups: route.groups.clone(),
+                    public: route.public,
+                });
+            }
+            resources.push(CompiledResource {
+                name: resource.name.clone(),
+                hosts: resource
+                    .hosts
+                    .iter()
+                    .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
+                    .collect(),
+                upstream: resource.upstream.clone(),
+                issuers: issuer_indices,
+                routes,
+                max_body_bytes: resource.max_body_bytes,
+            });
+        }
+
+        Ok(CompiledPolicy {
+            tenant_id: payload.tenant_id.clone(),
+            version: payload.version,
+            issuers,
+            groups,
+            resources,
+        })
+    }
+
+    /// Version of the bundle this policy was compiled from.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Tenant the policy belongs to.
+    pub fn tenant_id(&self) -> &str {
+        &self.tenant_id
+    }
+
+    /// `(issuer id, URL)` of every issuer whose keys come from a `jwks_url`.
+    pub fn jwks_urls(&self) -> Vec<(String, String)> {
+        self.issuers
+            .iter()
+            .filter_map(|issuer| match &issuer.keys {
+                IssuerKeySource::Url(url) => Some((issuer.id.clone(), url.clone())),
+                IssuerKeySource::Static(_) => None,
+            })
+            .collect()
+    }
+
+    /// The resource and route for a request: among resources naming the host (in policy order),
+    /// then resources answering any host, the first route allowing the method whose template
+    /// matches the path. `None` means deny by default (404).
+    pub(crate) fn find_route(
+        &self,
+        method: &str,
+        host: Option<&str>,
+        path: &str,
+    ) -> Option<(&CompiledResource, &CompiledRoute)> {
+        let method = Method::from_http(method)?;
+        if !path_is_clean(path) {
+            return None;
+        }
+        let host = host.and_then(normalize_host);
+        let host_specific = self.resources.iter().filter(|r| {
+            host.as_deref()
+                .is_some_and(|h| r.hosts.iter().any(|rh| rh == h))
+        });
+        let any_host = self.resources.iter().filter(|r| r.hosts.is_empty());
+        host_specific.chain(any_host).find_map(|resource| {
+            resource
+                .routes
+                .iter()
+                .find(|route| {
+                    route.methods.contains(&method) && route.template.matches(path).is_some()
+                })
+                .map(|route| (resource, route))
+        })
+    }
+}
+
+/// The host of a `Host` header value: port stripped, trailing dot removed, lower case.
+fn normalize_host(raw: &str) -> Option<String> {
+    let raw = raw.trim();
+    let host = if raw.starts_with('[') {
+        // IPv6 literal: `[::1]:8080`.
+        raw.split_inclusive(']').next().unwrap_or(raw)
+    } else {
+        raw.split(':').next().unwrap_or(raw)
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
+/// Refuses paths that an upstream might resolve differently from the template match: `.` and
+/// `..` segments (also percent-encoded), encoded slashes and backslashes, and NUL.
+fn path_is_clean(path: &str) -> bool {
+    if path.contains(['\0', '\\']) {
+        return false;
+    }
+    let lower = path.to_ascii_lowercase();
+    if lower.contains("%2f") || lower.contains("%5c") || lower.contains("%00") {
+        return false;
+    }
+    !lower.split('/').any(|segment| {
+        let decoded = segment.replace("%2e", ".");
+        decoded == "." || decoded == ".."
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_are_normalised() {
+        assert_eq!(
+            normalize_host("API.Example.com:8443").as_deref(),
+            Some("api.example.com")
+        );
+        assert_eq!(
+            normalize_host("api.example.com.").as_deref(),
+            Some("api.example.com")
+        );
+        assert_eq!(normalize_host("[::1]:80").as_deref(), Some("[::1]"));
+        assert_eq!(normalize_host(":80"), None);
+        assert_eq!(normalize_host(""), None);
+    }
+
+    #[test]
+    fn ambiguous_paths_are_refused() {
+        assert!(path_is_clean("/orders/42"));
+        assert!(path_is_clean("/"));
+        for bad in [
+            "/orders/..",
+            "/orders/./x",
+            "/orders/%2e%2E",
+            "/orders/%2E",
+            "/orders/a%2Fb",
+            "/orders/a%2fb",
+            "/orders/a%5cb",
+            "/orders/a\\b",
+            "/orders/a\0",
+            "/orders/a%00",
+        ] {
+            assert!(!path_is_clean(bad), "{bad:?}");
+        }
+    }
+}
