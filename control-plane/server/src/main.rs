@@ -60,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,sqlx=warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     match cli.command {
@@ -109,10 +110,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     )?);
     let config = tls::server_config(chain, key, verifier.clone())?;
 
+    // Bind before anything is announced, so `--listen 127.0.0.1:0` works (tests) and the
+    // public URL names the real port.
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let bound = listener.local_addr()?;
     let public_url = args
         .public_url
         .clone()
-        .unwrap_or_else(|| format!("https://{}", args.listen));
+        .unwrap_or_else(|| format!("https://{bound}"));
     let state = Arc::new(AppState {
         store,
         signing_key,
@@ -133,10 +140,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             args.admin_user
         );
     }
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
-    let bound = listener.local_addr()?;
     println!(
         "sase-control listening on https://{bound} (public URL {public_url}; CA certificate {})",
         tls_dir.join("ca.pem").display()

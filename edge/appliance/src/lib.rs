@@ -1,1 +1,17 @@
-//! placeholder
+//! `sase-edge`: the edge appliance daemon.
+//!
+//! * [`identity`] — the device's identity on disk and enrolment (CSR + claim code).
+//! * [`policy`] — the verified bundle in force, persisted, swapped atomically; fail closed.
+//! * [`proxy`] — the request path around `sase-gateway`, forwarding to upstreams, auditing.
+//! * [`listener`] — the published HTTP/HTTPS listeners.
+//! * [`spool`] — the on-disk audit spool (hash-chained, deleted only when acknowledged).
+//! * [`channel`] — the management channel to the control plane.
+//! * [`jwks`] — fetching keys of `jwks_url` issuers.
+
+pub mod channel;
+pub mod identity;
+pub mod jwks;
+pub mod listener;
+pub mod policy;
+pub mod proxy;
+pub mod spool;

@@ -1,1 +1,219 @@
-fn main() {}
+//! `sase-edge` binary: `enroll` trades a claim code for a device identity; `run` enforces the
+//! policy on the published listeners and keeps the management channel up.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand};
+use sase_edge::identity::{self, DataDir};
+use sase_edge::policy::PolicyHolder;
+use sase_edge::proxy::{Edge, Limits};
+use sase_edge::spool::Spool;
+use sase_edge::{channel, listener};
+
+#[derive(Parser)]
+#[command(name = "sase-edge", version, about = "SASE branch edge daemon")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Enrol this device with a control plane using a one-time claim code.
+    Enroll {
+        /// Control-plane URL, e.g. https://cp.example:8443
+        #[arg(long = "control-plane")]
+        control_plane: String,
+        /// The claim code from the control plane.
+        #[arg(long)]
+        claim: String,
+        /// CA certificate (PEM) that the control plane's TLS certificate chains to.
+        #[arg(long = "ca-cert")]
+        ca_cert: PathBuf,
+        /// Data directory for the device identity.
+        #[arg(long, env = "SASE_EDGE_DATA_DIR", default_value = "./sase-edge-data")]
+        data_dir: PathBuf,
+        /// Device name shown to admins (default: host name).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Enforce policy and keep the control-plane channel up.
+    Run {
+        /// Data directory written by `enroll`.
+        #[arg(long, env = "SASE_EDGE_DATA_DIR", default_value = "./sase-edge-data")]
+        data_dir: PathBuf,
+        /// Plain-HTTP published listener, e.g. 127.0.0.1:8080.
+        #[arg(long = "http-listen")]
+        http_listen: Option<SocketAddr>,
+        /// HTTPS published listener, e.g. 127.0.0.1:8444.
+        #[arg(long = "https-listen")]
+        https_listen: Option<SocketAddr>,
+        /// Listener certificate chain (PEM); generated under a local CA when absent.
+        #[arg(long = "tls-cert", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// Listener private key (PEM).
+        #[arg(long = "tls-key", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Seconds an upstream may take to answer.
+        #[arg(long, default_value_t = 30)]
+        upstream_timeout_secs: u64,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match Cli::parse().command {
+        Command::Enroll {
+            control_plane,
+            claim,
+            ca_cert,
+            data_dir,
+            name,
+        } => {
+            let name = name
+                .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_string()))
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| "edge".to_string());
+            let dir = DataDir::new(data_dir);
+            let id = identity::enroll(&dir, &control_plane, &claim, &ca_cert, &name).await?;
+            println!(
+                "enrolled: device={} tenant={} site={} data-dir={}",
+                id.device_id,
+                id.tenant_id,
+                id.site_id,
+                dir.root().display()
+            );
+            Ok(())
+        }
+        Command::Run {
+            data_dir,
+            http_listen,
+            https_listen,
+            tls_cert,
+            tls_key,
+            upstream_timeout_secs,
+        } => {
+            if http_listen.is_none() && https_listen.is_none() {
+                bail!("give at least one of --http-listen or --https-listen");
+            }
+            let dir = DataDir::new(data_dir);
+            run(dir, http_listen, https_listen, tls_cert.zip(tls_key), upstream_timeout_secs).await
+        }
+    }
+}
+
+async fn run(
+    dir: DataDir,
+    http_listen: Option<SocketAddr>,
+    https_listen: Option<SocketAddr>,
+    tls_files: Option<(PathBuf, PathBuf)>,
+    upstream_timeout_secs: u64,
+) -> anyhow::Result<()> {
+    identity::prepare_data_dir(&dir)?;
+    let identity = identity::load_identity(&dir)?;
+    let key = sase_model::bundle::verifying_key_from_b64(&identity.policy_signing_key)
+        .context("pinned policy signing key in device.json")?;
+    let policy = Arc::new(PolicyHolder::new(key, identity.tenant_id.clone(), dir.bundle()));
+    let spool = Arc::new(Spool::open(&dir.spool()).context("opening the audit spool")?);
+    match policy.load_from_disk() {
+        Ok(Some(version)) => tracing::info!(version, "enforcing the stored policy bundle"),
+        Ok(None) => tracing::warn!("no policy bundle yet: refusing protected requests until one arrives"),
+        Err(err) => {
+            tracing::error!(%err, "stored policy bundle refused: failing closed until a good one arrives");
+            // Reported to the control plane through the audit trail.
+            spool.append(channel::policy_event(
+                &identity.tenant_id,
+                &identity.device_id,
+                0,
+                Err(format!("stored bundle refused at start: {err}")),
+            ))?;
+        }
+    }
+    let channel_tls = identity::channel_tls_config(&dir)?;
+    let upstream = reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(60))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let jwks_client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    let edge = Arc::new(Edge {
+        identity: identity.clone(),
+        policy: policy.clone(),
+        spool: spool.clone(),
+        upstream,
+        jwks_client,
+        limits: Limits {
+            upstream_timeout: Duration::from_secs(upstream_timeout_secs),
+            ..Limits::default()
+        },
+    });
+    if let Some(active) = policy.snapshot() {
+        let edge = edge.clone();
+        tokio::spawn(async move { sase_edge::jwks::refresh_all(&edge, &active).await });
+    }
+
+    let mut urls = Vec::new();
+    if let Some(addr) = http_listen {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        urls.push(format!("http://{}", l.local_addr()?));
+        tokio::spawn(listener::serve(l, None, edge.clone()));
+    }
+    if let Some(addr) = https_listen {
+        let tls = match &tls_files {
+            Some((cert, key)) => listener::load_tls(cert, key)?,
+            None => listener::load_or_create_listener_tls(
+                &dir.tls(),
+                &["localhost".to_string(), addr.ip().to_string()],
+            )?,
+        };
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        urls.push(format!("https://{}", l.local_addr()?));
+        tokio::spawn(listener::serve(l, Some(tls), edge.clone()));
+    }
+    tokio::spawn(channel::run(edge.clone(), channel_tls));
+    {
+        let spool = spool.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                tick.tick().await;
+                let spool = spool.clone();
+                if let Ok(Err(err)) = tokio::task::spawn_blocking(move || spool.sync()).await {
+                    tracing::error!(%err, "audit spool sync failed");
+                }
+            }
+        });
+    }
+    println!(
+        "sase-edge running: device={} listening on {}",
+        identity.device_id,
+        urls.join(" ")
+    );
+    use std::io::Write as _;
+    std::io::stdout().flush()?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+    spool.sync()?;
+    Ok(())
+}

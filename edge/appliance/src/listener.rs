@@ -1,0 +1,127 @@
+//! The published listeners: plain HTTP and HTTPS (rustls), HTTP/1.1 and HTTP/2, each connection
+//! served by hyper with [`crate::proxy::handle`]. The HTTPS certificate is the operator's, or one
+//! generated under a local CA in the data dir at first start.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType};
+use tokio::net::TcpListener;
+
+use crate::identity::write_atomic;
+use crate::proxy::{handle, Edge};
+
+/// Loads (or creates on first start) the listener certificate in `dir`: `ca.pem` (trust this in
+/// clients), `listener.pem` (chain) and `listener.key`.
+///
+/// # Errors
+/// File or generation failures.
+pub fn load_or_create_listener_tls(dir: &Path, names: &[String]) -> anyhow::Result<rustls::ServerConfig> {
+    std::fs::create_dir_all(dir)?;
+    let cert_path = dir.join("listener.pem");
+    let key_path = dir.join("listener.key");
+    if !cert_path.exists() || !key_path.exists() {
+        let ca_key = KeyPair::generate()?;
+        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "SASE edge local CA");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+        let ca = ca_params.self_signed(&ca_key)?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        for name in names {
+            params.subject_alt_names.push(match name.parse::<std::net::IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName(name.clone().try_into()?),
+            });
+        }
+        params
+            .distinguished_name
+            .push(DnType::CommonName, names.first().cloned().unwrap_or_default());
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &ca, &ca_key)?;
+        write_atomic(&dir.join("ca.pem"), ca.pem().as_bytes(), 0o644)?;
+        write_atomic(&cert_path, format!("{}{}", cert.pem(), ca.pem()).as_bytes(), 0o644)?;
+        write_atomic(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
+    }
+    load_tls(&cert_path, &key_path)
+}
+
+/// Builds the listener TLS configuration from PEM files.
+///
+/// # Errors
+/// Unreadable files or a key that does not match.
+pub fn load_tls(cert_path: &Path, key_path: &Path) -> anyhow::Result<rustls::ServerConfig> {
+    let chain = rustls_pemfile::certs(&mut std::fs::read(cert_path)?.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("{}", cert_path.display()))?;
+    let key = rustls_pemfile::private_key(&mut std::fs::read(key_path)?.as_slice())?
+        .with_context(|| format!("{} holds no key", key_path.display()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+fn builder() -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(15))
+        .max_buf_size(128 * 1024);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(64 * 1024);
+    builder
+}
+
+/// Serves the published listener; `tls` turns it into HTTPS.
+pub async fn serve(listener: TcpListener, tls: Option<rustls::ServerConfig>, edge: Arc<Edge>) {
+    let acceptor = tls.map(|c| tokio_rustls::TlsAcceptor::from(Arc::new(c)));
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(pair) => pair,
+            Err(err) => {
+                tracing::warn!(%err, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let edge = edge.clone();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            match acceptor {
+                Some(acceptor) => {
+                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => serve_connection(TokioIo::new(stream), peer, true, edge).await,
+                        Ok(Err(err)) => tracing::debug!(%peer, %err, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+                None => serve_connection(TokioIo::new(tcp), peer, false, edge).await,
+            }
+        });
+    }
+}
+
+async fn serve_connection<I>(io: I, peer: SocketAddr, tls: bool, edge: Arc<Edge>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| handle(edge.clone(), peer, tls, req));
+    if let Err(err) = builder().serve_connection(io, service).await {
+        tracing::debug!(%peer, %err, "connection ended with error");
+    }
+}

@@ -1,0 +1,189 @@
+//! The policy in force on this edge: the last verified bundle, compiled for the hot path and
+//! swapped atomically (`tokio::sync::watch`). Bundles are verified with the pinned control-plane
+//! key, checked against the device's tenant and never older than the one applied; each accepted
+//! bundle is written to disk before it is enforced, so a restart without the control plane
+//! enforces it again. With no valid bundle the edge refuses every protected request (fail
+//! closed).
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use ed25519_dalek::VerifyingKey;
+use sase_gateway::{CompiledPolicy, JwksStore};
+use sase_model::bundle::SignedBundle;
+use tokio::sync::watch;
+
+use crate::identity::write_atomic;
+
+/// A compiled bundle ready for enforcement.
+#[derive(Debug)]
+pub struct ActivePolicy {
+    /// Compiled routes and issuers.
+    pub compiled: CompiledPolicy,
+    /// Bundle version.
+    pub version: u64,
+    /// Digest of the signed payload (identifies the exact bundle).
+    pub digest: String,
+}
+
+/// What applying a bundle did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApplyOutcome {
+    /// A new version is in force.
+    Applied(u64),
+    /// The bundle is the one already in force.
+    Unchanged(u64),
+}
+
+/// Holder of the policy in force.
+pub struct PolicyHolder {
+    current: watch::Sender<Option<Arc<ActivePolicy>>>,
+    key: VerifyingKey,
+    tenant_id: String,
+    bundle_path: PathBuf,
+    /// Keys of `jwks_url` issuers, fetched by the daemon.
+    pub jwks: RwLock<JwksStore>,
+}
+
+impl PolicyHolder {
+    /// A holder with nothing in force yet.
+    pub fn new(key: VerifyingKey, tenant_id: String, bundle_path: PathBuf) -> PolicyHolder {
+        PolicyHolder {
+            current: watch::Sender::new(None),
+            key,
+            tenant_id,
+            bundle_path,
+            jwks: RwLock::new(JwksStore::new()),
+        }
+    }
+
+    /// The policy in force, if any (cheap: one `Arc` clone).
+    pub fn snapshot(&self) -> Option<Arc<ActivePolicy>> {
+        self.current.borrow().clone()
+    }
+
+    /// Subscribes to policy changes.
+    pub fn subscribe(&self) -> watch::Receiver<Option<Arc<ActivePolicy>>> {
+        self.current.subscribe()
+    }
+
+    /// Loads the bundle kept on disk, if any. A bundle that no longer verifies is refused
+    /// (and the edge stays fail-closed until the control plane sends a good one).
+    ///
+    /// # Errors
+    /// Why the stored bundle was refused; `Ok(None)` when there is none.
+    pub fn load_from_disk(&self) -> Result<Option<u64>, String> {
+        let bytes = match std::fs::read(&self.bundle_path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("reading {}: {e}", self.bundle_path.display())),
+        };
+        let bundle = SignedBundle::from_json(&bytes).map_err(|e| e.to_string())?;
+        match self.apply_inner(&bundle, false)? {
+            ApplyOutcome::Applied(v) | ApplyOutcome::Unchanged(v) => Ok(Some(v)),
+        }
+    }
+
+    /// Verifies, compiles, persists and swaps in a bundle from the control plane.
+    ///
+    /// # Errors
+    /// Why the bundle was refused (the policy in force does not change).
+    pub fn apply(&self, bundle: &SignedBundle) -> Result<ApplyOutcome, String> {
+        self.apply_inner(bundle, true)
+    }
+
+    fn apply_inner(&self, bundle: &SignedBundle, persist: bool) -> Result<ApplyOutcome, String> {
+        let current = self.snapshot();
+        let digest = bundle.digest();
+        if let Some(active) = &current {
+            if active.digest == digest {
+                return Ok(ApplyOutcome::Unchanged(active.version));
+            }
+        }
+        let applied = current.as_ref().map(|a| (a.version, a.digest.as_str()));
+        let payload = bundle
+            .verify_for_device(&self.key, &self.tenant_id, applied)
+            .map_err(|e| e.to_string())?;
+        let compiled = CompiledPolicy::compile(&payload).map_err(|e| e.to_string())?;
+        if persist {
+            write_atomic(&self.bundle_path, bundle.to_json().as_bytes(), 0o600)
+                .map_err(|e| format!("storing the bundle: {e:#}"))?;
+        }
+        let version = payload.version;
+        self.current.send_replace(Some(Arc::new(ActivePolicy {
+            compiled,
+            version,
+            digest,
+        })));
+        Ok(ApplyOutcome::Applied(version))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::SigningKey;
+    use sase_model::bundle::BundlePayload;
+    use sase_model::Policy;
+
+    fn bundle(version: u64, key: &SigningKey) -> SignedBundle {
+        let policy = Policy::parse_yaml(
+            "resources:\n  - name: app\n    upstream: http://127.0.0.1:1\n    routes:\n      - {id: h, methods: [GET], path: /health, public: true}\n",
+        )
+        .expect("policy");
+        SignedBundle::sign(
+            &BundlePayload {
+                tenant_id: "t".into(),
+                version,
+                issued_at_ms: 0,
+                policy,
+            },
+            key,
+        )
+        .expect("sign")
+    }
+
+    fn holder(name: &str, key: &SigningKey) -> (PolicyHolder, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("sase-policy-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("bundle.json");
+        (
+            PolicyHolder::new(key.verifying_key(), "t".into(), path.clone()),
+            path,
+        )
+    }
+
+    #[test]
+    fn applied_bundle_is_persisted_and_reloaded_after_restart() {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let (first, path) = holder("persist", &key);
+        assert_eq!(first.apply(&bundle(3, &key)), Ok(ApplyOutcome::Applied(3)));
+        let (second, _) = (
+            PolicyHolder::new(key.verifying_key(), "t".into(), path.clone()),
+            (),
+        );
+        assert_eq!(second.load_from_disk(), Ok(Some(3)));
+        assert_eq!(second.snapshot().map(|a| a.version), Some(3));
+    }
+
+    #[test]
+    fn tampered_foreign_and_older_bundles_are_refused_and_policy_stays() {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let other = SigningKey::from_bytes(&[8; 32]);
+        let (holder, path) = holder("refuse", &key);
+        holder.apply(&bundle(5, &key)).expect("apply");
+        assert!(holder.apply(&bundle(6, &other)).is_err());
+        assert!(holder.apply(&bundle(4, &key)).is_err());
+        let mut tampered = bundle(7, &key);
+        let flipped = if tampered.payload.as_bytes()[10] == b'A' { "B" } else { "A" };
+        tampered.payload.replace_range(10..11, flipped);
+        assert!(holder.apply(&tampered).is_err());
+        assert_eq!(holder.snapshot().map(|a| a.version), Some(5));
+        // A corrupted file on disk leaves a restarted edge fail-closed.
+        std::fs::write(&path, b"{garbage").expect("write");
+        let restarted = PolicyHolder::new(key.verifying_key(), "t".into(), path);
+        assert!(restarted.load_from_disk().is_err());
+        assert!(restarted.snapshot().is_none());
+    }
+}

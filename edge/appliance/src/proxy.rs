@@ -1,0 +1,407 @@
+//! The published listener's request path: the thin shell around `sase-gateway`.
+//!
+//! For each request: snapshot the policy in force (fail closed without one), check header size,
+//! ask [`sase_gateway::decide`] for a verdict (fetching JWKS when it asks for keys), read the
+//! body within the resource's limit, forward to the upstream, and write one audit event to the
+//! spool before answering — allowed or not. Refusals carry a JSON body with a stable reason code
+//! and the reference id of their audit event.
+//!
+//! Seams for later stages: the WAF request phases run between the verdict and the upstream call
+//! (on the buffered body), the response phase before the answer; a tunnel identity arrives as a
+//! principal next to the bearer token; an HTTP/3 listener feeds the same [`handle`].
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Incoming;
+use rand::RngCore;
+use sase_gateway::{decide, error_body, RequestParts, Verdict};
+use sase_model::audit::{Decision, EventKind, HttpDetails};
+use sase_model::{AuditEvent, Reason};
+
+use crate::identity::DeviceIdentity;
+use crate::policy::PolicyHolder;
+use crate::spool::Spool;
+
+/// Response body type of the listener.
+pub type Body = BoxBody<Bytes, std::io::Error>;
+
+/// Limits of the published listener.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest total size of request header names and values, in bytes.
+    pub max_header_bytes: usize,
+    /// Time allowed to receive the request body.
+    pub body_timeout: Duration,
+    /// Time allowed for the upstream to answer with headers.
+    pub upstream_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_header_bytes: 32 * 1024,
+            body_timeout: Duration::from_secs(30),
+            upstream_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Everything the request path needs.
+pub struct Edge {
+    /// Who this device is.
+    pub identity: DeviceIdentity,
+    /// The policy in force.
+    pub policy: Arc<PolicyHolder>,
+    /// Audit spool.
+    pub spool: Arc<Spool>,
+    /// Client for upstreams (connection pooling).
+    pub upstream: reqwest::Client,
+    /// Client for JWKS fetches.
+    pub jwks_client: reqwest::Client,
+    /// Listener limits.
+    pub limits: Limits,
+}
+
+/// Wall-clock time in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// A new reference id (given to the client and recorded in the audit event).
+pub fn new_reference() -> String {
+    let mut bytes = [0u8; 12];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+}
+
+fn refusal(reason: Reason, reference: &str) -> Response<Body> {
+    let status = StatusCode::from_u16(reason.http_status()).unwrap_or(StatusCode::FORBIDDEN);
+    let mut response = Response::new(full(error_body(reason, reference)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Ok(v) = HeaderValue::from_str(reference) {
+        headers.insert(HeaderName::from_static("x-sase-reference"), v);
+    }
+    if status == StatusCode::UNAUTHORIZED {
+        let challenge = match reason {
+            Reason::TokenMissing => "Bearer",
+            _ => "Bearer error=\"invalid_token\"",
+        };
+        headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+    }
+    response
+}
+
+/// Headers that describe one connection and must not be forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+struct Audit<'a> {
+    edge: &'a Edge,
+    started: Instant,
+    reference: String,
+    method: String,
+    path: String,
+    client: SocketAddr,
+    policy_version: u64,
+}
+
+impl Audit<'_> {
+    fn record(
+        &self,
+        reason: Reason,
+        status: u16,
+        resource: &str,
+        route: &str,
+        identity: Option<String>,
+    ) -> bool {
+        let event = AuditEvent {
+            seq: 0,
+            prev_hash: String::new(),
+            ts_ms: now_ms(),
+            tenant_id: self.edge.identity.tenant_id.clone(),
+            device_id: self.edge.identity.device_id.clone(),
+            kind: EventKind::HttpRequest,
+            decision: if reason == Reason::Allowed {
+                Decision::Allow
+            } else {
+                Decision::Deny
+            },
+            reason,
+            reference: self.reference.clone(),
+            policy_version: self.policy_version,
+            identity,
+            http: Some(HttpDetails {
+                resource: resource.to_string(),
+                route: route.to_string(),
+                method: self.method.clone(),
+                path: self.path.clone(),
+                status,
+                latency_us: u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                client_ip: self.client.ip().to_string(),
+            }),
+            detail: None,
+        };
+        match self.edge.spool.append(event) {
+            Ok(_) => true,
+            Err(err) => {
+                tracing::error!(%err, reference = %self.reference, "audit spool write failed");
+                false
+            }
+        }
+    }
+
+    /// Records a refusal and builds its answer.
+    fn deny(
+        &self,
+        reason: Reason,
+        resource: &str,
+        route: &str,
+        identity: Option<String>,
+    ) -> Response<Body> {
+        self.record(reason, reason.http_status(), resource, route, identity);
+        refusal(reason, &self.reference)
+    }
+}
+
+/// Handles one request from the published listener.
+pub async fn handle(
+    edge: Arc<Edge>,
+    client: SocketAddr,
+    tls: bool,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let started = Instant::now();
+    let (parts, body) = req.into_parts();
+    let path: String = parts.uri.path().chars().take(2048).collect();
+    let policy = edge.policy.snapshot();
+    let audit = Audit {
+        edge: &edge,
+        started,
+        reference: new_reference(),
+        method: parts.method.as_str().chars().take(32).collect(),
+        path,
+        client,
+        policy_version: policy.as_ref().map_or(0, |p| p.version),
+    };
+    let Some(policy) = policy else {
+        return Ok(audit.deny(Reason::NoPolicy, "", "", None));
+    };
+    let header_bytes: usize = parts
+        .headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    if header_bytes > edge.limits.max_header_bytes {
+        return Ok(audit.deny(Reason::HeadersTooLarge, "", "", None));
+    }
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()));
+    let authorization = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let request_parts = RequestParts {
+        method: parts.method.as_str(),
+        host,
+        path: parts.uri.path(),
+        authorization,
+    };
+
+    let mut verdict = {
+        let jwks = edge.policy.jwks.read().unwrap_or_else(|p| p.into_inner());
+        decide(&policy.compiled, &jwks, &request_parts, now_ms())
+    };
+    if let Verdict::NeedKeys { issuer_id } = &verdict {
+        let issuer_id = issuer_id.clone();
+        crate::jwks::refresh(&edge, &policy, &issuer_id).await;
+        let jwks = edge.policy.jwks.read().unwrap_or_else(|p| p.into_inner());
+        verdict = decide(&policy.compiled, &jwks, &request_parts, now_ms());
+    }
+    let allowed = match verdict {
+        Verdict::Allow(allowed) => allowed,
+        Verdict::Deny(denied) => {
+            return Ok(audit.deny(denied.reason, &denied.resource, &denied.route, denied.identity))
+        }
+        Verdict::NeedKeys { .. } => {
+            return Ok(audit.deny(Reason::TokenUnknownKey, "", "", None));
+        }
+    };
+    let deny_here = |reason: Reason| {
+        audit.deny(reason, &allowed.resource, &allowed.route, allowed.identity.clone())
+    };
+
+    // Body, within the resource's limit.
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > allowed.max_body_bytes) {
+        return Ok(deny_here(Reason::BodyTooLarge));
+    }
+    let limit = usize::try_from(allowed.max_body_bytes).unwrap_or(usize::MAX);
+    let body = match tokio::time::timeout(
+        edge.limits.body_timeout,
+        Limited::new(body, limit).collect(),
+    )
+    .await
+    {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(err)) if err.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            return Ok(deny_here(Reason::BodyTooLarge));
+        }
+        Ok(Err(_)) | Err(_) => return Ok(deny_here(Reason::BadRequest)),
+    };
+
+    // Seam: WAF request phases (headers + buffered body) run here.
+
+    let query = parts.uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    let url = format!(
+        "{}{}{}",
+        allowed.upstream.trim_end_matches('/'),
+        parts.uri.path(),
+        query
+    );
+    let mut headers = parts.headers.clone();
+    strip_hop_by_hop(&mut headers);
+    headers.remove(header::HOST);
+    let sase_headers: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| n.as_str().starts_with("x-sase-"))
+        .cloned()
+        .collect();
+    for name in sase_headers {
+        headers.remove(name);
+    }
+    if let Ok(v) = HeaderValue::from_str(&audit.reference) {
+        headers.insert(HeaderName::from_static("x-sase-reference"), v);
+    }
+    if let Some(identity) = allowed.identity.as_deref() {
+        if let Ok(v) = HeaderValue::from_str(identity) {
+            headers.insert(HeaderName::from_static("x-sase-identity"), v);
+        }
+    }
+    if let Some(h) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
+        headers.insert(HeaderName::from_static("x-forwarded-host"), h);
+    }
+    if let Ok(v) = HeaderValue::from_str(&client.ip().to_string()) {
+        headers.insert(HeaderName::from_static("x-forwarded-for"), v);
+    }
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static(if tls { "https" } else { "http" }),
+    );
+    let upstream = edge
+        .upstream
+        .request(parts.method.clone(), &url)
+        .headers(headers)
+        .body(body)
+        .timeout(edge.limits.upstream_timeout)
+        .send()
+        .await;
+    let upstream = match upstream {
+        Ok(response) => response,
+        Err(err) => {
+            let reason = if err.is_timeout() {
+                Reason::UpstreamTimeout
+            } else {
+                Reason::UpstreamUnavailable
+            };
+            tracing::warn!(%err, resource = %allowed.resource, "upstream request failed");
+            return Ok(deny_here(reason));
+        }
+    };
+    let response: Response<reqwest::Body> = upstream.into();
+    let (mut head, body) = response.into_parts();
+    strip_hop_by_hop(&mut head.headers);
+    if let Ok(v) = HeaderValue::from_str(&audit.reference) {
+        head.headers.insert(HeaderName::from_static("x-sase-reference"), v);
+    }
+    // Seam: WAF response phase and response checks run here.
+    if !audit.record(
+        Reason::Allowed,
+        head.status.as_u16(),
+        &allowed.resource,
+        &allowed.route,
+        allowed.identity.clone(),
+    ) {
+        // No audit, no service: an unrecorded request must not happen.
+        return Ok(refusal(Reason::UpstreamUnavailable, &audit.reference));
+    }
+    let body = body.map_err(std::io::Error::other).boxed();
+    Ok(Response::from_parts(head, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert("connection", HeaderValue::from_static("close, x-secret"));
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        headers.insert("x-keep", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut headers);
+        assert!(headers.get("x-secret").is_none());
+        assert!(headers.get("transfer-encoding").is_none());
+        assert!(headers.get("connection").is_none());
+        assert!(headers.get("x-keep").is_some());
+    }
+
+    #[test]
+    fn refusal_carries_reason_reference_and_challenge() {
+        let response = refusal(Reason::TokenExpired, "ref123");
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            response.headers().get("x-sase-reference").map(|v| v.as_bytes()),
+            Some(&b"ref123"[..])
+        );
+        assert!(response.headers().contains_key(header::WWW_AUTHENTICATE));
+    }
+}
