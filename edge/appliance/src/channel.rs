@@ -80,7 +80,9 @@ pub fn policy_event(
 
 async fn session(edge: &Arc<Edge>, tls: &Arc<rustls::ClientConfig>) -> anyhow::Result<()> {
     let url = url::Url::parse(&edge.identity.channel_url).context("channel URL")?;
-    let host = url.host_str().ok_or_else(|| anyhow!("channel URL has no host"))?;
+    let host = url
+        .host_str()
+        .ok_or_else(|| anyhow!("channel URL has no host"))?;
     let port = url.port_or_known_default().unwrap_or(443);
     let tcp = tokio::time::timeout(
         Duration::from_secs(10),
@@ -124,8 +126,9 @@ async fn session(edge: &Arc<Edge>, tls: &Arc<rustls::ClientConfig>) -> anyhow::R
             while sent_up_to < head && sent_up_to.saturating_sub(acked_seq) < UPLOAD_WINDOW {
                 let spool = edge.spool.clone();
                 let after = sent_up_to;
-                let batch = tokio::task::spawn_blocking(move || spool.read_after(after, MAX_AUDIT_BATCH))
-                    .await??;
+                let batch =
+                    tokio::task::spawn_blocking(move || spool.read_after(after, MAX_AUDIT_BATCH))
+                        .await??;
                 let Some(last) = batch.last().map(|e| e.seq) else {
                     break;
                 };

@@ -20,7 +20,10 @@ use crate::proxy::{handle, Edge};
 ///
 /// # Errors
 /// File or generation failures.
-pub fn load_or_create_listener_tls(dir: &Path, names: &[String]) -> anyhow::Result<rustls::ServerConfig> {
+pub fn load_or_create_listener_tls(
+    dir: &Path,
+    names: &[String],
+) -> anyhow::Result<rustls::ServerConfig> {
     std::fs::create_dir_all(dir)?;
     let cert_path = dir.join("listener.pem");
     let key_path = dir.join("listener.key");
@@ -31,22 +34,32 @@ pub fn load_or_create_listener_tls(dir: &Path, names: &[String]) -> anyhow::Resu
             .distinguished_name
             .push(DnType::CommonName, "SASE edge local CA");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+        ca_params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let ca = ca_params.self_signed(&ca_key)?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         for name in names {
-            params.subject_alt_names.push(match name.parse::<std::net::IpAddr>() {
-                Ok(ip) => SanType::IpAddress(ip),
-                Err(_) => SanType::DnsName(name.clone().try_into()?),
-            });
+            params
+                .subject_alt_names
+                .push(match name.parse::<std::net::IpAddr>() {
+                    Ok(ip) => SanType::IpAddress(ip),
+                    Err(_) => SanType::DnsName(name.clone().try_into()?),
+                });
         }
-        params
-            .distinguished_name
-            .push(DnType::CommonName, names.first().cloned().unwrap_or_default());
+        params.distinguished_name.push(
+            DnType::CommonName,
+            names.first().cloned().unwrap_or_default(),
+        );
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &ca, &ca_key)?;
         write_atomic(&dir.join("ca.pem"), ca.pem().as_bytes(), 0o644)?;
-        write_atomic(&cert_path, format!("{}{}", cert.pem(), ca.pem()).as_bytes(), 0o644)?;
+        write_atomic(
+            &cert_path,
+            format!("{}{}", cert.pem(), ca.pem()).as_bytes(),
+            0o644,
+        )?;
         write_atomic(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
     }
     load_tls(&cert_path, &key_path)
@@ -104,8 +117,11 @@ pub async fn serve(listener: TcpListener, tls: Option<rustls::ServerConfig>, edg
         tokio::spawn(async move {
             match acceptor {
                 Some(acceptor) => {
-                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => serve_connection(TokioIo::new(stream), peer, true, edge).await,
+                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
+                    {
+                        Ok(Ok(stream)) => {
+                            serve_connection(TokioIo::new(stream), peer, true, edge).await
+                        }
                         Ok(Err(err)) => tracing::debug!(%peer, %err, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }

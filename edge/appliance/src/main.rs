@@ -82,7 +82,11 @@ async fn main() -> anyhow::Result<()> {
             name,
         } => {
             let name = name
-                .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_string()))
+                .or_else(|| {
+                    std::fs::read_to_string("/etc/hostname")
+                        .ok()
+                        .map(|h| h.trim().to_string())
+                })
                 .filter(|n| !n.is_empty())
                 .unwrap_or_else(|| "edge".to_string());
             let dir = DataDir::new(data_dir);
@@ -108,7 +112,14 @@ async fn main() -> anyhow::Result<()> {
                 bail!("give at least one of --http-listen or --https-listen");
             }
             let dir = DataDir::new(data_dir);
-            run(dir, http_listen, https_listen, tls_cert.zip(tls_key), upstream_timeout_secs).await
+            run(
+                dir,
+                http_listen,
+                https_listen,
+                tls_cert.zip(tls_key),
+                upstream_timeout_secs,
+            )
+            .await
         }
     }
 }
@@ -124,11 +135,17 @@ async fn run(
     let identity = identity::load_identity(&dir)?;
     let key = sase_model::bundle::verifying_key_from_b64(&identity.policy_signing_key)
         .context("pinned policy signing key in device.json")?;
-    let policy = Arc::new(PolicyHolder::new(key, identity.tenant_id.clone(), dir.bundle()));
+    let policy = Arc::new(PolicyHolder::new(
+        key,
+        identity.tenant_id.clone(),
+        dir.bundle(),
+    ));
     let spool = Arc::new(Spool::open(&dir.spool()).context("opening the audit spool")?);
     match policy.load_from_disk() {
         Ok(Some(version)) => tracing::info!(version, "enforcing the stored policy bundle"),
-        Ok(None) => tracing::warn!("no policy bundle yet: refusing protected requests until one arrives"),
+        Ok(None) => {
+            tracing::warn!("no policy bundle yet: refusing protected requests until one arrives")
+        }
         Err(err) => {
             tracing::error!(%err, "stored policy bundle refused: failing closed until a good one arrives");
             // Reported to the control plane through the audit trail.

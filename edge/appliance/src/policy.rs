@@ -176,7 +176,11 @@ mod tests {
         assert!(holder.apply(&bundle(6, &other)).is_err());
         assert!(holder.apply(&bundle(4, &key)).is_err());
         let mut tampered = bundle(7, &key);
-        let flipped = if tampered.payload.as_bytes()[10] == b'A' { "B" } else { "A" };
+        let flipped = if tampered.payload.as_bytes()[10] == b'A' {
+            "B"
+        } else {
+            "A"
+        };
         tampered.payload.replace_range(10..11, flipped);
         assert!(holder.apply(&tampered).is_err());
         assert_eq!(holder.snapshot().map(|a| a.version), Some(5));

@@ -85,7 +85,9 @@ pub fn new_reference() -> String {
 }
 
 fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 fn refusal(reason: Reason, reference: &str) -> Response<Body> {
@@ -93,7 +95,10 @@ fn refusal(reason: Reason, reference: &str) -> Response<Body> {
     let mut response = Response::new(full(error_body(reason, reference)));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Ok(v) = HeaderValue::from_str(reference) {
         headers.insert(HeaderName::from_static("x-sase-reference"), v);
@@ -103,7 +108,10 @@ fn refusal(reason: Reason, reference: &str) -> Response<Body> {
             Reason::TokenMissing => "Bearer",
             _ => "Bearer error=\"invalid_token\"",
         };
-        headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        headers.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(challenge),
+        );
     }
     response
 }
@@ -264,14 +272,24 @@ pub async fn handle(
     let allowed = match verdict {
         Verdict::Allow(allowed) => allowed,
         Verdict::Deny(denied) => {
-            return Ok(audit.deny(denied.reason, &denied.resource, &denied.route, denied.identity))
+            return Ok(audit.deny(
+                denied.reason,
+                &denied.resource,
+                &denied.route,
+                denied.identity,
+            ))
         }
         Verdict::NeedKeys { .. } => {
             return Ok(audit.deny(Reason::TokenUnknownKey, "", "", None));
         }
     };
     let deny_here = |reason: Reason| {
-        audit.deny(reason, &allowed.resource, &allowed.route, allowed.identity.clone())
+        audit.deny(
+            reason,
+            &allowed.resource,
+            &allowed.route,
+            allowed.identity.clone(),
+        )
     };
 
     // Body, within the resource's limit.
@@ -291,7 +309,11 @@ pub async fn handle(
     .await
     {
         Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(err)) if err.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+        Ok(Err(err))
+            if err
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
             return Ok(deny_here(Reason::BodyTooLarge));
         }
         Ok(Err(_)) | Err(_) => return Ok(deny_here(Reason::BadRequest)),
@@ -299,7 +321,11 @@ pub async fn handle(
 
     // Seam: WAF request phases (headers + buffered body) run here.
 
-    let query = parts.uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    let query = parts
+        .uri
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
     let url = format!(
         "{}{}{}",
         allowed.upstream.trim_end_matches('/'),
@@ -359,7 +385,8 @@ pub async fn handle(
     let (mut head, body) = response.into_parts();
     strip_hop_by_hop(&mut head.headers);
     if let Ok(v) = HeaderValue::from_str(&audit.reference) {
-        head.headers.insert(HeaderName::from_static("x-sase-reference"), v);
+        head.headers
+            .insert(HeaderName::from_static("x-sase-reference"), v);
     }
     // Seam: WAF response phase and response checks run here.
     if !audit.record(
@@ -399,7 +426,10 @@ mod tests {
         let response = refusal(Reason::TokenExpired, "ref123");
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(
-            response.headers().get("x-sase-reference").map(|v| v.as_bytes()),
+            response
+                .headers()
+                .get("x-sase-reference")
+                .map(|v| v.as_bytes()),
             Some(&b"ref123"[..])
         );
         assert!(response.headers().contains_key(header::WWW_AUTHENTICATE));

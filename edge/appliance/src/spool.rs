@@ -139,7 +139,9 @@ impl Spool {
             }
             _ => None,
         };
-        let acked = segments.front().map_or(head.0, |s| s.first.saturating_sub(1));
+        let acked = segments
+            .front()
+            .map_or(head.0, |s| s.first.saturating_sub(1));
         Ok(Spool {
             inner: Mutex::new(Inner {
                 dir: dir.to_path_buf(),

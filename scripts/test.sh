@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The test command: installs what it needs (idempotent), then runs formatting and lint checks,
+# the wasm32 build of sase-model, every unit and integration test, the control-plane suite on
+# SQLite and on a throwaway real PostgreSQL, the spine end-to-end test on both backends, and
+# the fuzz smoke runs. Exits non-zero on the first failure.
+#
+#   sudo ./scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+
+step() { printf '\n=== %s\n' "$*"; }
+
+step "format and lints"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "sase-model builds for wasm32-unknown-unknown"
+cargo build -q -p sase-model --target wasm32-unknown-unknown
+
+step "unit and integration tests (SQLite)"
+cargo test --workspace
+
+step "control-plane suite and spine end-to-end on PostgreSQL"
+./scripts/with-postgres.sh bash -c '
+  set -euo pipefail
+  cargo test -p sase-control
+  SASE_E2E_DATABASE_URL="$SASE_TEST_DATABASE_URL" tests/e2e/spine.sh
+'
+
+step "fuzz smoke runs"
+tests/fuzz/smoke.sh
+
+step "spine end-to-end (SQLite)"
+tests/e2e/spine.sh
