@@ -31,8 +31,9 @@ enum Command {
         /// The claim code from the control plane.
         #[arg(long)]
         claim: String,
-        /// CA certificate (PEM) that the control plane's TLS certificate chains to.
-        #[arg(long = "ca-cert")]
+        /// CA certificate (PEM) that the control plane's TLS certificate chains to; default:
+        /// the system's CA bundle (for a control plane with a publicly trusted certificate).
+        #[arg(long = "ca-cert", default_value = "/etc/ssl/certs/ca-certificates.crt")]
         ca_cert: PathBuf,
         /// Data directory for the device identity.
         #[arg(long, env = "SASE_EDGE_DATA_DIR", default_value = "./sase-edge-data")]

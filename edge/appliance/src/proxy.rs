@@ -219,12 +219,38 @@ pub async fn handle(
     tls: bool,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    let http1 = req.version() < http::Version::HTTP_2;
+    let has_body = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim() != "0")
+        || req.headers().contains_key(header::TRANSFER_ENCODING);
+    let mut body_read = false;
+    let mut response = handle_inner(&edge, client, tls, req, &mut body_read).await;
+    if http1 && has_body && !body_read {
+        // The unread body is still on the wire: this connection cannot carry another request,
+        // so say so instead of letting the client reuse it and race the close.
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    Ok(response)
+}
+
+async fn handle_inner(
+    edge: &Arc<Edge>,
+    client: SocketAddr,
+    tls: bool,
+    req: Request<Incoming>,
+    body_read: &mut bool,
+) -> Response<Body> {
     let started = Instant::now();
     let (parts, body) = req.into_parts();
     let path: String = parts.uri.path().chars().take(2048).collect();
     let policy = edge.policy.snapshot();
     let audit = Audit {
-        edge: &edge,
+        edge,
         started,
         reference: new_reference(),
         method: parts.method.as_str().chars().take(32).collect(),
@@ -233,7 +259,7 @@ pub async fn handle(
         policy_version: policy.as_ref().map_or(0, |p| p.version),
     };
     let Some(policy) = policy else {
-        return Ok(audit.deny(Reason::NoPolicy, "", "", None));
+        return audit.deny(Reason::NoPolicy, "", "", None);
     };
     let header_bytes: usize = parts
         .headers
@@ -241,7 +267,7 @@ pub async fn handle(
         .map(|(n, v)| n.as_str().len() + v.len() + 4)
         .sum();
     if header_bytes > edge.limits.max_header_bytes {
-        return Ok(audit.deny(Reason::HeadersTooLarge, "", "", None));
+        return audit.deny(Reason::HeadersTooLarge, "", "", None);
     }
     let host = parts
         .headers
@@ -272,15 +298,15 @@ pub async fn handle(
     let allowed = match verdict {
         Verdict::Allow(allowed) => allowed,
         Verdict::Deny(denied) => {
-            return Ok(audit.deny(
+            return audit.deny(
                 denied.reason,
                 &denied.resource,
                 &denied.route,
                 denied.identity,
-            ))
+            )
         }
         Verdict::NeedKeys { .. } => {
-            return Ok(audit.deny(Reason::TokenUnknownKey, "", "", None));
+            return audit.deny(Reason::TokenUnknownKey, "", "", None);
         }
     };
     let deny_here = |reason: Reason| {
@@ -299,7 +325,7 @@ pub async fn handle(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > allowed.max_body_bytes) {
-        return Ok(deny_here(Reason::BodyTooLarge));
+        return deny_here(Reason::BodyTooLarge);
     }
     let limit = usize::try_from(allowed.max_body_bytes).unwrap_or(usize::MAX);
     let body = match tokio::time::timeout(
@@ -308,15 +334,18 @@ pub async fn handle(
     )
     .await
     {
-        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Ok(collected)) => {
+            *body_read = true;
+            collected.to_bytes()
+        }
         Ok(Err(err))
             if err
                 .downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some() =>
         {
-            return Ok(deny_here(Reason::BodyTooLarge));
+            return deny_here(Reason::BodyTooLarge);
         }
-        Ok(Err(_)) | Err(_) => return Ok(deny_here(Reason::BadRequest)),
+        Ok(Err(_)) | Err(_) => return deny_here(Reason::BadRequest),
     };
 
     // Seam: WAF request phases (headers + buffered body) run here.
@@ -378,7 +407,7 @@ pub async fn handle(
                 Reason::UpstreamUnavailable
             };
             tracing::warn!(%err, resource = %allowed.resource, "upstream request failed");
-            return Ok(deny_here(reason));
+            return deny_here(reason);
         }
     };
     let response: Response<reqwest::Body> = upstream.into();
@@ -397,10 +426,10 @@ pub async fn handle(
         allowed.identity.clone(),
     ) {
         // No audit, no service: an unrecorded request must not happen.
-        return Ok(refusal(Reason::UpstreamUnavailable, &audit.reference));
+        return refusal(Reason::UpstreamUnavailable, &audit.reference);
     }
     let body = body.map_err(std::io::Error::other).boxed();
-    Ok(Response::from_parts(head, body))
+    Response::from_parts(head, body)
 }
 
 #[cfg(test)]

@@ -38,6 +38,7 @@ struct Args {
 }
 
 const ISS: &str = "https://idp.e2e.local";
+const ROTATING_ISS: &str = "https://rotating.e2e.local";
 const AUD: &str = "orders-api";
 const READY: Duration = Duration::from_secs(30);
 
@@ -180,14 +181,17 @@ impl Run {
     }
 }
 
-fn policy(jwks: &Value, upstream: &str, list_scope: &str) -> Value {
+fn policy(jwks: &Value, jwks_url: &str, upstream: &str, list_scope: &str) -> Value {
     json!({
         "issuers": [{
             "id": "e2e-idp", "issuer": ISS, "audiences": [AUD],
             "algorithms": ["EdDSA"], "keys": {"jwks": jwks}
+        }, {
+            "id": "rotating-idp", "issuer": ROTATING_ISS, "audiences": [AUD],
+            "algorithms": ["EdDSA"], "keys": {"jwks_url": jwks_url}
         }],
         "resources": [{
-            "name": "orders", "upstream": upstream, "issuers": ["e2e-idp"],
+            "name": "orders", "upstream": upstream, "issuers": ["e2e-idp", "rotating-idp"],
             "max_body_bytes": 65536,
             "routes": [
                 {"id": "health", "methods": ["GET"], "path": "/health", "public": true},
@@ -367,8 +371,14 @@ async fn scenario(run: &mut Run, bins: &Path, work: &Path) -> Result<(u64, u64, 
     // --- policy v1, then the edge starts and receives it --------------------------------------
     let issuer = IssuerKey::generate();
     let jwks = serde_json::to_value(issuer.jwks())?;
+    let rotating_a = IssuerKey::generate();
+    let rotating_b = IssuerKey::generate();
+    let jwks_server = JwksServer::start(serde_json::to_string(&rotating_a.jwks())?).await?;
     let (status, body) = run
-        .put_policy(&tenant_id, &policy(&jwks, &upstream, "orders:read"))
+        .put_policy(
+            &tenant_id,
+            &policy(&jwks, &jwks_server.url, &upstream, "orders:read"),
+        )
         .await?;
     run.check(
         "policy v1 accepted",
@@ -494,7 +504,7 @@ async fn scenario(run: &mut Run, bins: &Path, work: &Path) -> Result<(u64, u64, 
     .await?;
 
     // --- malformed policy --------------------------------------------------------------------------
-    let mut bad = policy(&jwks, &upstream, "orders:read");
+    let mut bad = policy(&jwks, &jwks_server.url, &upstream, "orders:read");
     bad["resources"][0]["routes"][1]["path"] = json!("orders");
     let (status, body) = run.put_policy(&tenant_id, &bad).await?;
     run.check(
@@ -507,7 +517,10 @@ async fn scenario(run: &mut Run, bins: &Path, work: &Path) -> Result<(u64, u64, 
     // --- policy propagation ------------------------------------------------------------------------
     let started = Instant::now();
     let (status, body) = run
-        .put_policy(&tenant_id, &policy(&jwks, &upstream, "orders:list"))
+        .put_policy(
+            &tenant_id,
+            &policy(&jwks, &jwks_server.url, &upstream, "orders:list"),
+        )
         .await?;
     run.check(
         "policy v2 accepted",
@@ -547,6 +560,92 @@ async fn scenario(run: &mut Run, bins: &Path, work: &Path) -> Result<(u64, u64, 
         propagation_ms < 1000,
         format!("{propagation_ms} ms"),
     );
+
+    // --- JWKS from a URL: keys fetched, rotation picked up, refetch rate-limited ---------------
+    let rotating = |key: &IssuerKey, kid: Option<String>| -> Result<String> {
+        let mut opts = MintOptions::new(ROTATING_ISS, AUD, "carol");
+        opts.scope = Some("orders:read orders:list".into());
+        opts.kid = kid;
+        key.mint(&opts)
+    };
+    run.through_edge(
+        "token of a jwks_url issuer is verified with the fetched keys",
+        http.get(e("/orders/1001"))
+            .bearer_auth(rotating(&rotating_a, None)?),
+        200,
+        "allowed",
+    )
+    .await?;
+    jwks_server.set(serde_json::to_string(&rotating_b.jwks())?);
+    let rotated_at = Instant::now();
+    let token_b = rotating(&rotating_b, None)?;
+    let mut rotated_ms = None;
+    while rotated_at.elapsed() < Duration::from_secs(15) {
+        let resp = http
+            .get(e("/orders/1001"))
+            .bearer_auth(&token_b)
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        if let Some(reference) = resp
+            .headers()
+            .get("x-sase-reference")
+            .and_then(|v| v.to_str().ok())
+        {
+            let (decision, reason) = if status == 200 {
+                ("allow", "allowed")
+            } else {
+                ("deny", "token_unknown_key")
+            };
+            run.expected.insert(
+                reference.to_string(),
+                Expected {
+                    decision,
+                    reason: reason.into(),
+                },
+            );
+        }
+        if status == 200 {
+            rotated_ms = Some(rotated_at.elapsed().as_millis() as u64);
+            break;
+        }
+        run.check(
+            "before the refetch, a new kid is refused as unknown",
+            status == 401,
+            status,
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    run.check(
+        "rotated key accepted once the rate-limited refetch is due (<= 12 s)",
+        rotated_ms.is_some_and(|ms| ms <= 12_000),
+        format!("{rotated_ms:?} ms"),
+    );
+    let fetches_before = jwks_server.fetches();
+    let unknown = rotating(&rotating_b, Some("no-such-kid".into()))?;
+    for _ in 0..30 {
+        run.through_edge(
+            "unknown kid refused",
+            http.get(e("/orders/1001")).bearer_auth(&unknown),
+            401,
+            "token_unknown_key",
+        )
+        .await?;
+    }
+    let extra = jwks_server.fetches() - fetches_before;
+    run.check(
+        "30 tokens with an unknown kid cause at most one JWKS refetch",
+        extra <= 1,
+        format!("{extra} fetches"),
+    );
+    run.through_edge(
+        "token signed with the retired key is refused",
+        http.get(e("/orders/1001"))
+            .bearer_auth(rotating(&rotating_a, None)?),
+        401,
+        "token_unknown_key",
+    )
+    .await?;
 
     // --- control plane killed: the edge keeps enforcing, events wait in the spool -----------------
     let listen = run.control_addr.clone();
@@ -691,6 +790,53 @@ async fn scenario(run: &mut Run, bins: &Path, work: &Path) -> Result<(u64, u64, 
     drop(edge);
     drop(app);
     Ok((propagation_ms, lost, duplicated))
+}
+
+/// A JWK set served over HTTP on loopback, replaceable at run time, counting fetches.
+struct JwksServer {
+    url: String,
+    body: Arc<std::sync::Mutex<String>>,
+    fetches: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl JwksServer {
+    async fn start(initial: String) -> Result<JwksServer> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/jwks.json", listener.local_addr()?);
+        let body = Arc::new(std::sync::Mutex::new(initial));
+        let fetches = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (b, f) = (body.clone(), fetches.clone());
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (b, f) = (b.clone(), f.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |_req| {
+                        f.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let text = b.lock().map(|t| t.clone()).unwrap_or_default();
+                        async move {
+                            anyhow::Ok(hyper::Response::new(http_body_util::Full::new(
+                                bytes::Bytes::from(text),
+                            )))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                        .await;
+                });
+            }
+        });
+        Ok(JwksServer { url, body, fetches })
+    }
+
+    fn set(&self, text: String) {
+        if let Ok(mut body) = self.body.lock() {
+            *body = text;
+        }
+    }
+
+    fn fetches(&self) -> u64 {
+        self.fetches.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 /// Waits until every expected reference is in the audit trail (or 30 s pass), then counts
