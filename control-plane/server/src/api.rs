@@ -713,7 +713,6 @@ pub async fn verify_device_chain(
 ) -> Result<Json<ChainReport>, ApiError> {
     let head = state.store.audit_head(&device_id).await?;
     let mut verifier = sase_model::ChainVerifier::new(&device_id);
-    let mut checked = 0u64;
     let mut first_error = None;
     'pages: loop {
         let page = state
@@ -727,8 +726,9 @@ pub async fn verify_device_chain(
             first_error = Some(err.to_string());
             break 'pages;
         }
-        checked += page.len() as u64;
     }
+    // Seqs start at 1 and are contiguous up to the last verified one.
+    let checked = verifier.last_seq();
     let head_seq = head.as_ref().map_or(0, |(s, _)| *s);
     if first_error.is_none() {
         if let Some((seq, hash)) = &head {

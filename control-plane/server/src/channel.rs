@@ -293,8 +293,23 @@ pub async fn ingest(
     let mut accepted = Vec::with_capacity(events.len());
     let mut duplicates = 0;
     let mut failure = None;
+    // A re-delivered event must be the very event stored under its seq; anything else is a
+    // rewritten history (fork), not a duplicate.
+    let redelivered: Vec<u64> = events
+        .iter()
+        .filter(|e| e.device_id == device.id && e.seq <= head_seq)
+        .map(|e| e.seq)
+        .collect();
+    let stored_hashes = match (redelivered.iter().min(), redelivered.iter().max()) {
+        (Some(&lo), Some(&hi)) => state.store.audit_hashes(&device.id, lo, hi).await?,
+        _ => Default::default(),
+    };
     for event in events {
         if event.device_id == device.id && event.seq <= head_seq {
+            if stored_hashes.get(&event.seq) != Some(&event.hash()) {
+                failure = Some(ChainError::Fork { seq: event.seq });
+                break;
+            }
             duplicates += 1;
             continue;
         }

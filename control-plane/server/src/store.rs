@@ -798,6 +798,29 @@ impl Store {
         Ok(())
     }
 
+    /// Stored hashes of a device's events with `from <= seq <= to`.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn audit_hashes(
+        &self,
+        device_id: &str,
+        from: u64,
+        to: u64,
+    ) -> StoreResult<std::collections::BTreeMap<u64, String>> {
+        let rows = sqlx::query(
+            "SELECT seq, hash FROM audit_events WHERE device_id = $1 AND seq >= $2 AND seq <= $3",
+        )
+        .bind(device_id)
+        .bind(to_i64(from)?)
+        .bind(to_i64(to)?)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((to_u64(r.try_get("seq")?)?, r.try_get("hash")?)))
+            .collect()
+    }
+
     /// Events matching a filter, newest first.
     ///
     /// # Errors

@@ -749,9 +749,7 @@ const BASE_TS: i64 = 1_700_000_000_000;
 /// Event `i` (0-based) of a test device: every third is a denial (token missing for the first
 /// two of them, scope missing after), one second apart.
 fn event(device: &Device, i: u64) -> AuditEvent {
-    // `is_multiple_of` needs Rust 1.87; the workspace supports 1.85.
-    #[allow(clippy::manual_is_multiple_of)]
-    let deny = i % 3 == 0;
+    let deny = i.is_multiple_of(3);
     let reason = match (deny, i < 5) {
         (false, _) => Reason::Allowed,
         (true, true) => Reason::TokenMissing,
@@ -864,6 +862,16 @@ async fn audit_ingest_is_idempotent_and_refuses_gaps_and_forks() {
     assert_eq!(
         (again.stored, again.duplicates, again.head_seq),
         (0, 10, 10)
+    );
+    assert_eq!(stored_count(&app, &device).await, 10);
+
+    // A "re-delivery" whose content differs from what is stored under that seq is a rewritten
+    // history, not a duplicate: refused as a fork, nothing changes.
+    let mut rewritten_old = batch[4].clone();
+    rewritten_old.reason = Reason::ScopeMissing;
+    assert_eq!(
+        ingest(&app, &device, std::slice::from_ref(&rewritten_old)).await,
+        Err((10, ChainError::Fork { seq: 5 }))
     );
     assert_eq!(stored_count(&app, &device).await, 10);
 
