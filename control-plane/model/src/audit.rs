@@ -134,7 +134,7 @@ pub enum ChainError {
         got: u64,
     },
     /// The event does not link to the previous one (changed, reordered or forked history).
-    #[error("chain fork at seq {seq}: prev_hash does not match the hash of seq {}", seq - 1)]
+    #[error("chain fork at seq {seq}: it does not link to the stored event before it")]
     Fork {
         /// Sequence number of the event that does not link.
         seq: u64,

@@ -709,6 +709,17 @@ resources:
     }
 
     #[test]
+    fn floats_inside_inline_jwks_survive_a_round_trip_exactly() {
+        // Found by the policy_json fuzz target: without serde_json's float_roundtrip the
+        // policy an edge reads back from a bundle could differ from the one that was signed.
+        let text = r#"{"issuers":[{"id":"a","issuer":"x","audiences":["a"],"algorithms":["EdDSA"],"keys":{"jwks":{"keys":[{"kty":"OKP","x":[1.947700395895162e-169,-1.490143767845386e+129,6.162599865641032e+196]}]}}}]}"#;
+        let policy = Policy::parse_json(text).expect("valid");
+        let again =
+            Policy::parse_json(&serde_json::to_string(&policy).expect("json")).expect("valid");
+        assert_eq!(again, policy);
+    }
+
+    #[test]
     fn trailing_garbage_and_oversize_are_refused() {
         assert!(Policy::parse_json("{} {}").is_err());
         let huge = " ".repeat(MAX_POLICY_BYTES + 1);
