@@ -114,6 +114,10 @@ pub struct HttpResource {
     /// Largest request body accepted, in bytes (default 1 MiB).
     #[serde(default = "default_body_limit")]
     pub max_body_bytes: u64,
+    /// Web application firewall (OWASP CRS) settings; on in `block` mode at paranoia level 1
+    /// when omitted.
+    #[serde(default)]
+    pub waf: WafSettings,
 }
 
 fn default_body_limit() -> u64 {
@@ -139,6 +143,225 @@ pub struct Route {
     /// When true no token is needed (and `scopes` / `groups` must be empty).
     #[serde(default)]
     pub public: bool,
+    /// WAF settings for this route, overriding the resource's field by field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waf: Option<WafOverride>,
+}
+
+/// What the WAF does with a request that reaches the anomaly threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum WafMode {
+    /// No inspection.
+    Off,
+    /// Inspect and record findings, never block.
+    Detect,
+    /// Inspect and refuse (403) requests over the threshold.
+    #[default]
+    Block,
+}
+
+/// What happens when the WAF cannot keep up (its bounded pool is full).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OverloadAction {
+    /// Refuse with 503 (default).
+    #[default]
+    FailClosed,
+    /// Forward uninspected (audited as such).
+    FailOpen,
+}
+
+/// One rule exclusion. Exactly one of `rule_id` or `tag`; `target` (with `rule_id` only)
+/// removes a single variable from that rule instead of the whole rule, e.g.
+/// `ARGS:password` or `REQUEST_COOKIES:session`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleExclusion {
+    /// CRS rule id, e.g. 942100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_id: Option<u32>,
+    /// CRS rule tag, e.g. `attack-sqli`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// Variable to exclude from the rule (`COLLECTION:name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+/// WAF settings of a resource.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WafSettings {
+    /// `off`, `detect` or `block` (default `block`).
+    #[serde(default)]
+    pub mode: WafMode,
+    /// CRS paranoia level 1-4 (default 1).
+    #[serde(default = "default_paranoia")]
+    pub paranoia_level: u8,
+    /// Inbound anomaly score at which a request is blocked (default 5).
+    #[serde(default = "default_inbound_threshold")]
+    pub inbound_threshold: u32,
+    /// Outbound anomaly score at which a response is blocked (default 4).
+    #[serde(default = "default_outbound_threshold")]
+    pub outbound_threshold: u32,
+    /// Rules or targets removed for this resource.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclusions: Vec<RuleExclusion>,
+    /// Bytes of request body the WAF inspects (default 1 MiB); a longer body is refused (413).
+    #[serde(default = "default_waf_body_limit")]
+    pub request_body_limit: u64,
+    /// Inspect response headers and bodies too (default false).
+    #[serde(default)]
+    pub inspect_responses: bool,
+    /// What to do when the WAF is overloaded (default `fail_closed`).
+    #[serde(default)]
+    pub on_overload: OverloadAction,
+}
+
+impl Default for WafSettings {
+    fn default() -> WafSettings {
+        WafSettings {
+            mode: WafMode::Block,
+            paranoia_level: default_paranoia(),
+            inbound_threshold: default_inbound_threshold(),
+            outbound_threshold: default_outbound_threshold(),
+            exclusions: Vec::new(),
+            request_body_limit: default_waf_body_limit(),
+            inspect_responses: false,
+            on_overload: OverloadAction::FailClosed,
+        }
+    }
+}
+
+fn default_paranoia() -> u8 {
+    1
+}
+fn default_inbound_threshold() -> u32 {
+    5
+}
+fn default_outbound_threshold() -> u32 {
+    4
+}
+fn default_waf_body_limit() -> u64 {
+    1024 * 1024
+}
+
+/// Route-level WAF overrides; unset fields inherit the resource's settings. Exclusions add to
+/// the resource's.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct WafOverride {
+    /// Mode for this route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<WafMode>,
+    /// Paranoia level for this route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paranoia_level: Option<u8>,
+    /// Inbound threshold for this route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inbound_threshold: Option<u32>,
+    /// Outbound threshold for this route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound_threshold: Option<u32>,
+    /// Extra exclusions for this route.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclusions: Vec<RuleExclusion>,
+    /// Response inspection for this route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inspect_responses: Option<bool>,
+}
+
+impl WafSettings {
+    /// The settings in force for a route: the resource's, overridden by the route's.
+    pub fn for_route(&self, route: Option<&WafOverride>) -> WafSettings {
+        let Some(o) = route else {
+            return self.clone();
+        };
+        let mut out = self.clone();
+        if let Some(v) = o.mode {
+            out.mode = v;
+        }
+        if let Some(v) = o.paranoia_level {
+            out.paranoia_level = v;
+        }
+        if let Some(v) = o.inbound_threshold {
+            out.inbound_threshold = v;
+        }
+        if let Some(v) = o.outbound_threshold {
+            out.outbound_threshold = v;
+        }
+        if let Some(v) = o.inspect_responses {
+            out.inspect_responses = v;
+        }
+        out.exclusions.extend(o.exclusions.iter().cloned());
+        out
+    }
+}
+
+fn check_waf_values(
+    at: &str,
+    paranoia: Option<u8>,
+    inbound: Option<u32>,
+    outbound: Option<u32>,
+    exclusions: &[RuleExclusion],
+    push: &mut dyn FnMut(String, &str),
+) {
+    if paranoia.is_some_and(|p| !(1..=4).contains(&p)) {
+        push(format!("{at}.paranoia_level"), "must be 1, 2, 3 or 4");
+    }
+    if inbound.is_some_and(|t| t == 0 || t > 10_000) {
+        push(
+            format!("{at}.inbound_threshold"),
+            "must be between 1 and 10000",
+        );
+    }
+    if outbound.is_some_and(|t| t == 0 || t > 10_000) {
+        push(
+            format!("{at}.outbound_threshold"),
+            "must be between 1 and 10000",
+        );
+    }
+    for (x, ex) in exclusions.iter().enumerate() {
+        let at = format!("{at}.exclusions[{x}]");
+        match (&ex.rule_id, &ex.tag, &ex.target) {
+            (Some(id), None, _) if *id == 0 || *id > 9_999_999 => push(
+                format!("{at}.rule_id"),
+                "must be a rule id between 1 and 9999999",
+            ),
+            (Some(_), None, Some(target)) => {
+                let ok = !target.is_empty()
+                    && target.len() <= 256
+                    && target.bytes().all(|b| {
+                        b.is_ascii_alphanumeric()
+                            || matches!(b, b'_' | b':' | b'-' | b'.' | b'[' | b']')
+                    });
+                if !ok {
+                    push(
+                        format!("{at}.target"),
+                        "must be a variable such as ARGS:name or REQUEST_COOKIES:name",
+                    );
+                }
+            }
+            (Some(_), None, None) => {}
+            (None, Some(tag), None) => {
+                if tag.is_empty()
+                    || tag.len() > 128
+                    || !tag.bytes().all(|b| {
+                        b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'/' | b'.')
+                    })
+                {
+                    push(format!("{at}.tag"), "must be a CRS tag such as attack-sqli");
+                }
+            }
+            (None, Some(_), Some(_)) => push(
+                format!("{at}.target"),
+                "a target needs a rule_id, not a tag",
+            ),
+            (Some(_), Some(_), _) => push(at, "set either rule_id or tag, not both"),
+            (None, None, _) => push(at, "set rule_id or tag"),
+        }
+    }
 }
 
 /// HTTP methods that routes can name.
@@ -362,6 +585,21 @@ impl Policy {
             if resource.routes.is_empty() {
                 push(format!("{at}.routes"), "must define at least one route");
             }
+            let waf = &resource.waf;
+            check_waf_values(
+                &format!("{at}.waf"),
+                Some(waf.paranoia_level),
+                Some(waf.inbound_threshold),
+                Some(waf.outbound_threshold),
+                &waf.exclusions,
+                &mut push,
+            );
+            if waf.request_body_limit == 0 || waf.request_body_limit > 64 * 1024 * 1024 {
+                push(
+                    format!("{at}.waf.request_body_limit"),
+                    "must be between 1 and 67108864",
+                );
+            }
             let mut route_ids = BTreeSet::new();
             let mut seen = BTreeSet::new();
             for (o, route) in resource.routes.iter().enumerate() {
@@ -389,6 +627,16 @@ impl Policy {
                         }
                     }
                     Err(why) => push(format!("{at}.path"), why),
+                }
+                if let Some(o) = &route.waf {
+                    check_waf_values(
+                        &format!("{at}.waf"),
+                        o.paranoia_level,
+                        o.inbound_threshold,
+                        o.outbound_threshold,
+                        &o.exclusions,
+                        &mut push,
+                    );
                 }
                 if route.public && (!route.scopes.is_empty() || !route.groups.is_empty()) {
                     push(
@@ -717,6 +965,66 @@ resources:
         let again =
             Policy::parse_json(&serde_json::to_string(&policy).expect("json")).expect("valid");
         assert_eq!(again, policy);
+    }
+
+    #[test]
+    fn waf_defaults_to_block_at_paranoia_one_and_routes_override_field_by_field() {
+        let mut policy = Policy::parse_yaml(GOOD).expect("valid");
+        let waf = &policy.resources[0].waf;
+        assert_eq!(
+            (waf.mode, waf.paranoia_level, waf.inbound_threshold),
+            (WafMode::Block, 1, 5)
+        );
+        policy.resources[0].waf.exclusions = vec![RuleExclusion {
+            rule_id: Some(920350),
+            tag: None,
+            target: None,
+        }];
+        let over = WafOverride {
+            mode: Some(WafMode::Detect),
+            paranoia_level: Some(3),
+            exclusions: vec![RuleExclusion {
+                rule_id: Some(942100),
+                tag: None,
+                target: Some("ARGS:q".into()),
+            }],
+            ..WafOverride::default()
+        };
+        let effective = policy.resources[0].waf.for_route(Some(&over));
+        assert_eq!(
+            (effective.mode, effective.paranoia_level),
+            (WafMode::Detect, 3)
+        );
+        assert_eq!(effective.inbound_threshold, 5);
+        assert_eq!(effective.exclusions.len(), 2);
+    }
+
+    #[test]
+    fn bad_waf_settings_are_reported_with_their_paths() {
+        let text = GOOD.replace(
+            "    issuers: [demo]\n    routes:",
+            "    issuers: [demo]\n    waf:\n      paranoia_level: 5\n      exclusions:\n        - {tag: attack-sqli, target: ARGS:x}\n        - {}\n    routes:",
+        );
+        let err = Policy::parse_yaml(&text).expect_err("invalid");
+        let paths: Vec<&str> = err.0.iter().map(|e| e.path.as_str()).collect();
+        assert!(
+            paths.contains(&"resources[0].waf.paranoia_level"),
+            "{paths:?}"
+        );
+        assert!(
+            paths.contains(&"resources[0].waf.exclusions[0].target"),
+            "{paths:?}"
+        );
+        assert!(
+            paths.contains(&"resources[0].waf.exclusions[1]"),
+            "{paths:?}"
+        );
+        let text = GOOD.replace(
+            "        path: /health\n",
+            "        path: /health\n        waf: {mode: loud}\n",
+        );
+        let err = Policy::parse_yaml(&text).expect_err("invalid mode");
+        assert_eq!(err.0[0].path, "resources[0].routes[2].waf.mode");
     }
 
     #[test]
