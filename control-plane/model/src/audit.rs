@@ -110,6 +110,34 @@ pub struct AuditEvent {
     /// Free-form detail for non-HTTP events (e.g. why a bundle was rejected).
     #[serde(default)]
     pub detail: Option<String>,
+    /// What the web application firewall found, when it inspected the request. Absent (not
+    /// null) otherwise, so events without it hash as they always did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waf: Option<WafVerdict>,
+}
+
+/// The WAF's part of an audit event: rule ids, messages and scores, never the matched data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct WafVerdict {
+    /// `detect` or `block`.
+    pub mode: String,
+    /// Paranoia level in force.
+    pub paranoia_level: u8,
+    /// Inbound anomaly score of the request.
+    pub inbound_score: u32,
+    /// Outbound anomaly score of the response (when responses are inspected).
+    #[serde(default)]
+    pub outbound_score: u32,
+    /// Ids of the rules that matched.
+    pub rule_ids: Vec<u32>,
+    /// Their messages (at most one per rule).
+    pub messages: Vec<String>,
+    /// Whether the WAF refused the exchange.
+    pub blocked: bool,
+    /// Set when the WAF could not inspect (overload or engine error) and the resource fails open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
 }
 
 impl AuditEvent {
@@ -303,6 +331,7 @@ mod tests {
                     identity: None,
                     http: Some(HttpDetails::default()),
                     detail: None,
+                    waf: None,
                 };
                 writer.link(&mut event);
                 event

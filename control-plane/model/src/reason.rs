@@ -44,6 +44,13 @@ pub enum Reason {
     UpstreamUnavailable,
     /// The upstream did not answer in time.
     UpstreamTimeout,
+    /// The path is not in a form the edge inspects safely (e.g. an encoded `?`, which
+    /// libmodsecurity 3.0.9 would not decode: CVE-2024-1019).
+    PathRefused,
+    /// The web application firewall found an attack (anomaly score over the threshold).
+    WafBlocked,
+    /// The web application firewall is overloaded and the resource fails closed.
+    WafOverloaded,
 }
 
 impl Reason {
@@ -68,6 +75,9 @@ impl Reason {
             Reason::BadRequest => "bad_request",
             Reason::UpstreamUnavailable => "upstream_unavailable",
             Reason::UpstreamTimeout => "upstream_timeout",
+            Reason::PathRefused => "path_refused",
+            Reason::WafBlocked => "waf_blocked",
+            Reason::WafOverloaded => "waf_overloaded",
         }
     }
 
@@ -91,6 +101,9 @@ impl Reason {
             Reason::BadRequest => 400,
             Reason::UpstreamUnavailable => 502,
             Reason::UpstreamTimeout => 504,
+            Reason::PathRefused => 400,
+            Reason::WafBlocked => 403,
+            Reason::WafOverloaded => 503,
         }
     }
 }

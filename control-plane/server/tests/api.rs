@@ -781,6 +781,7 @@ fn event(device: &Device, i: u64) -> AuditEvent {
             client_ip: "192.0.2.10".into(),
         }),
         detail: None,
+        waf: None,
     }
 }
 

@@ -75,6 +75,7 @@ pub fn policy_event(
         identity: None,
         http: None,
         detail: Some(detail),
+        waf: None,
     }
 }
 

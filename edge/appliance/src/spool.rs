@@ -298,6 +298,7 @@ mod tests {
             identity: None,
             http: None,
             detail: None,
+            waf: None,
         }
     }
 

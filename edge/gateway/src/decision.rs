@@ -207,6 +207,9 @@ fn message(reason: Reason) -> &'static str {
         Reason::BadRequest => "the request is malformed",
         Reason::UpstreamUnavailable => "the service is unavailable",
         Reason::UpstreamTimeout => "the service did not answer in time",
+        Reason::PathRefused => "the request path is not in a form the gateway accepts",
+        Reason::WafBlocked => "the request was blocked by the web application firewall",
+        Reason::WafOverloaded => "the service is busy; try again shortly",
     }
 }
 
