@@ -680,6 +680,26 @@ impl Policy {
     pub fn issuer(&self, id: &str) -> Option<&JwtIssuer> {
         self.issuers.iter().find(|i| i.id == id)
     }
+
+    /// Every `(scope key, effective WAF settings)` of the policy whose WAF is not off, one per
+    /// route (see [`waf_scope_key`]), in policy order.
+    pub fn waf_scopes(&self) -> Vec<(String, WafSettings)> {
+        let mut out = Vec::new();
+        for resource in &self.resources {
+            for route in &resource.routes {
+                let settings = resource.waf.for_route(route.waf.as_ref());
+                if settings.mode != WafMode::Off {
+                    out.push((waf_scope_key(&resource.name, &route.id), settings));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Key of a route's WAF scope: `resource/route`.
+pub fn waf_scope_key(resource: &str, route: &str) -> String {
+    format!("{resource}/{route}")
 }
 
 fn check_size(text: &str) -> Result<(), PolicyError> {

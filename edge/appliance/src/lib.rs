@@ -7,6 +7,7 @@
 //! * [`spool`] — the on-disk audit spool (hash-chained, deleted only when acknowledged).
 //! * [`channel`] — the management channel to the control plane.
 //! * [`jwks`] — fetching keys of `jwks_url` issuers.
+//! * [`waf`] — the CRS rule set of a policy and the bounded pool that runs inspections.
 
 pub mod channel;
 pub mod identity;
@@ -15,3 +16,4 @@ pub mod listener;
 pub mod policy;
 pub mod proxy;
 pub mod spool;
+pub mod waf;

@@ -12,6 +12,7 @@ use sase_edge::identity::{self, DataDir};
 use sase_edge::policy::PolicyHolder;
 use sase_edge::proxy::{Edge, Limits};
 use sase_edge::spool::Spool;
+use sase_edge::waf::WafStage;
 use sase_edge::{channel, listener};
 
 #[derive(Parser)]
@@ -167,6 +168,31 @@ async fn run(
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(5))
         .build()?;
+    // Bind first so the WAF knows the server addresses and `:0` works for tests.
+    let http_listener = match http_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr}"))?,
+        ),
+        None => None,
+    };
+    let https_listener = match https_listen {
+        Some(addr) => {
+            let tls = match &tls_files {
+                Some((cert, key)) => listener::load_tls(cert, key)?,
+                None => listener::load_or_create_listener_tls(
+                    &dir.tls(),
+                    &["localhost".to_string(), addr.ip().to_string()],
+                )?,
+            };
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr}"))?;
+            Some((l, tls))
+        }
+        None => None,
+    };
     let edge = Arc::new(Edge {
         identity: identity.clone(),
         policy: policy.clone(),
@@ -175,8 +201,13 @@ async fn run(
         jwks_client,
         limits: Limits {
             upstream_timeout: Duration::from_secs(upstream_timeout_secs),
+            http_addr: http_listener.as_ref().and_then(|l| l.local_addr().ok()),
+            https_addr: https_listener
+                .as_ref()
+                .and_then(|(l, _)| l.local_addr().ok()),
             ..Limits::default()
         },
+        waf: WafStage::sized_to_cores(),
     });
     if let Some(active) = policy.snapshot() {
         let edge = edge.clone();
@@ -184,24 +215,11 @@ async fn run(
     }
 
     let mut urls = Vec::new();
-    if let Some(addr) = http_listen {
-        let l = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding {addr}"))?;
+    if let Some(l) = http_listener {
         urls.push(format!("http://{}", l.local_addr()?));
         tokio::spawn(listener::serve(l, None, edge.clone()));
     }
-    if let Some(addr) = https_listen {
-        let tls = match &tls_files {
-            Some((cert, key)) => listener::load_tls(cert, key)?,
-            None => listener::load_or_create_listener_tls(
-                &dir.tls(),
-                &["localhost".to_string(), addr.ip().to_string()],
-            )?,
-        };
-        let l = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding {addr}"))?;
+    if let Some((l, tls)) = https_listener {
         urls.push(format!("https://{}", l.local_addr()?));
         tokio::spawn(listener::serve(l, Some(tls), edge.clone()));
     }

@@ -14,12 +14,15 @@ use sase_model::bundle::SignedBundle;
 use tokio::sync::watch;
 
 use crate::identity::write_atomic;
+use crate::waf::PolicyWaf;
 
 /// A compiled bundle ready for enforcement.
 #[derive(Debug)]
 pub struct ActivePolicy {
     /// Compiled routes and issuers.
     pub compiled: CompiledPolicy,
+    /// The CRS rule set and the WAF settings of each route.
+    pub waf: PolicyWaf,
     /// Bundle version.
     pub version: u64,
     /// Digest of the signed payload (identifies the exact bundle).
@@ -41,18 +44,30 @@ pub struct PolicyHolder {
     key: VerifyingKey,
     tenant_id: String,
     bundle_path: PathBuf,
+    crs: sase_waf::CrsPaths,
     /// Keys of `jwks_url` issuers, fetched by the daemon.
     pub jwks: RwLock<JwksStore>,
 }
 
 impl PolicyHolder {
-    /// A holder with nothing in force yet.
+    /// A holder with nothing in force yet, loading CRS from the Debian locations.
     pub fn new(key: VerifyingKey, tenant_id: String, bundle_path: PathBuf) -> PolicyHolder {
+        PolicyHolder::with_crs(key, tenant_id, bundle_path, sase_waf::CrsPaths::default())
+    }
+
+    /// A holder with nothing in force yet, loading CRS from `crs`.
+    pub fn with_crs(
+        key: VerifyingKey,
+        tenant_id: String,
+        bundle_path: PathBuf,
+        crs: sase_waf::CrsPaths,
+    ) -> PolicyHolder {
         PolicyHolder {
             current: watch::Sender::new(None),
             key,
             tenant_id,
             bundle_path,
+            crs,
             jwks: RwLock::new(JwksStore::new()),
         }
     }
@@ -105,6 +120,11 @@ impl PolicyHolder {
             .verify_for_device(&self.key, &self.tenant_id, applied)
             .map_err(|e| e.to_string())?;
         let compiled = CompiledPolicy::compile(&payload).map_err(|e| e.to_string())?;
+        // The rule set is compiled before anything changes: a bundle whose WAF settings do not
+        // load is refused and the last good policy (with its rule set) stays in force.
+        let previous_rules = current.as_ref().and_then(|a| a.waf.rules.as_ref());
+        let waf = crate::waf::compile(&self.crs, &payload.policy, previous_rules)
+            .map_err(|e| format!("WAF rule set does not load: {e}"))?;
         if persist {
             write_atomic(&self.bundle_path, bundle.to_json().as_bytes(), 0o600)
                 .map_err(|e| format!("storing the bundle: {e:#}"))?;
@@ -112,6 +132,7 @@ impl PolicyHolder {
         let version = payload.version;
         self.current.send_replace(Some(Arc::new(ActivePolicy {
             compiled,
+            waf,
             version,
             digest,
         })));

@@ -28,6 +28,10 @@ use sase_model::{AuditEvent, Reason};
 use crate::identity::DeviceIdentity;
 use crate::policy::PolicyHolder;
 use crate::spool::Spool;
+use crate::waf::{PoolOutcome, WafStage};
+use sase_model::audit::WafVerdict;
+use sase_model::policy::OverloadAction;
+use sase_waf::WafError;
 
 /// Response body type of the listener.
 pub type Body = BoxBody<Bytes, std::io::Error>;
@@ -41,6 +45,17 @@ pub struct Limits {
     pub body_timeout: Duration,
     /// Time allowed for the upstream to answer with headers.
     pub upstream_timeout: Duration,
+    /// Address of the plain-HTTP listener (reported to the WAF as the server address).
+    pub http_addr: Option<SocketAddr>,
+    /// Address of the HTTPS listener.
+    pub https_addr: Option<SocketAddr>,
+}
+
+impl Limits {
+    fn local_addr(&self, tls: bool) -> SocketAddr {
+        let addr = if tls { self.https_addr } else { self.http_addr };
+        addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
 }
 
 impl Default for Limits {
@@ -49,6 +64,8 @@ impl Default for Limits {
             max_header_bytes: 32 * 1024,
             body_timeout: Duration::from_secs(30),
             upstream_timeout: Duration::from_secs(30),
+            http_addr: None,
+            https_addr: None,
         }
     }
 }
@@ -67,6 +84,8 @@ pub struct Edge {
     pub jwks_client: reqwest::Client,
     /// Listener limits.
     pub limits: Limits,
+    /// The WAF engine and its bounded pool.
+    pub waf: WafStage,
 }
 
 /// Wall-clock time in Unix milliseconds.
@@ -161,6 +180,7 @@ struct Audit<'a> {
     path: String,
     client: SocketAddr,
     policy_version: u64,
+    waf: Option<WafVerdict>,
 }
 
 impl Audit<'_> {
@@ -198,7 +218,7 @@ impl Audit<'_> {
                 client_ip: self.client.ip().to_string(),
             }),
             detail: None,
-            waf: None,
+            waf: self.waf.clone(),
         };
         match self.edge.spool.append(event) {
             Ok(_) => true,
@@ -259,7 +279,7 @@ async fn handle_inner(
     let (parts, body) = req.into_parts();
     let path: String = parts.uri.path().chars().take(2048).collect();
     let policy = edge.policy.snapshot();
-    let audit = Audit {
+    let mut audit = Audit {
         edge,
         started,
         reference: new_reference(),
@@ -267,6 +287,7 @@ async fn handle_inner(
         path,
         client,
         policy_version: policy.as_ref().map_or(0, |p| p.version),
+        waf: None,
     };
     let Some(policy) = policy else {
         return audit.deny(Reason::NoPolicy, "", "", None);
@@ -304,7 +325,7 @@ async fn handle_inner(
     };
     if let Verdict::NeedKeys { issuer_id } = &verdict {
         let issuer_id = issuer_id.clone();
-        crate::jwks::refresh(&edge, &policy, &issuer_id).await;
+        crate::jwks::refresh(edge, &policy, &issuer_id).await;
         let jwks = edge.policy.jwks.read().unwrap_or_else(|p| p.into_inner());
         verdict = decide(&policy.compiled, &jwks, &request_parts, now_ms());
     }
@@ -322,14 +343,9 @@ async fn handle_inner(
             return audit.deny(Reason::TokenUnknownKey, "", "", None);
         }
     };
-    let deny_here = |reason: Reason| {
-        audit.deny(
-            reason,
-            &allowed.resource,
-            &allowed.route,
-            allowed.identity.clone(),
-        )
-    };
+    let resource = allowed.resource.as_str();
+    let route = allowed.route.as_str();
+    let identity = allowed.identity.clone();
 
     // Body, within the resource's limit.
     let declared = parts
@@ -338,7 +354,7 @@ async fn handle_inner(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > allowed.max_body_bytes) {
-        return deny_here(Reason::BodyTooLarge);
+        return audit.deny(Reason::BodyTooLarge, resource, route, identity);
     }
     let limit = usize::try_from(allowed.max_body_bytes).unwrap_or(usize::MAX);
     let body = match tokio::time::timeout(
@@ -356,12 +372,60 @@ async fn handle_inner(
                 .downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some() =>
         {
-            return deny_here(Reason::BodyTooLarge);
+            return audit.deny(Reason::BodyTooLarge, resource, route, identity);
         }
-        Ok(Err(_)) | Err(_) => return deny_here(Reason::BadRequest),
+        Ok(Err(_)) | Err(_) => return audit.deny(Reason::BadRequest, resource, route, identity),
     };
 
-    // Seam: WAF request phases (headers + buffered body) run here.
+    // WAF request phases.
+    let scope = crate::waf::scope_key(resource, route);
+    let waf_scope = match (policy.waf.settings.get(&scope), policy.waf.rules.as_ref()) {
+        (Some(settings), Some(rules)) => Some((settings.clone(), rules.clone())),
+        _ => None,
+    };
+    let inspected = match &waf_scope {
+        Some((settings, rules)) => {
+            if body.len() as u64 > settings.request_body_limit {
+                return audit.deny(Reason::BodyTooLarge, resource, route, identity);
+            }
+            let request = OwnedRequest::new(&parts, client, edge.limits.local_addr(tls), &body);
+            let rules = rules.clone();
+            let scope_for_job = scope.clone();
+            let job_request = request.clone();
+            let outcome = edge
+                .waf
+                .run(move |engine| {
+                    job_request.with_view(|r| engine.inspect_request(&rules, &scope_for_job, r))
+                })
+                .await;
+            match outcome {
+                PoolOutcome::Done(findings) => {
+                    audit.waf = Some(crate::waf::verdict(settings, &findings, None));
+                    if findings.blocked {
+                        return audit.deny(Reason::WafBlocked, resource, route, identity);
+                    }
+                    Some(request)
+                }
+                PoolOutcome::Failed(WafError::InvalidInput(why)) => {
+                    audit.waf = Some(crate::waf::skipped(settings, &why));
+                    return audit.deny(Reason::BadRequest, resource, route, identity);
+                }
+                PoolOutcome::Overloaded | PoolOutcome::Failed(_) => {
+                    let why = match &outcome {
+                        PoolOutcome::Failed(err) => format!("engine error: {err}"),
+                        _ => "overloaded".to_string(),
+                    };
+                    audit.waf = Some(crate::waf::skipped(settings, &why));
+                    if settings.on_overload == OverloadAction::FailClosed {
+                        return audit.deny(Reason::WafOverloaded, resource, route, identity);
+                    }
+                    tracing::warn!(%why, %scope, "WAF skipped; resource fails open");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
 
     let query = parts
         .uri
@@ -419,30 +483,178 @@ async fn handle_inner(
             } else {
                 Reason::UpstreamUnavailable
             };
-            tracing::warn!(%err, resource = %allowed.resource, "upstream request failed");
-            return deny_here(reason);
+            tracing::warn!(%err, %resource, "upstream request failed");
+            return audit.deny(reason, resource, route, identity);
         }
     };
     let response: Response<reqwest::Body> = upstream.into();
-    let (mut head, body) = response.into_parts();
+    let (mut head, upstream_body) = response.into_parts();
     strip_hop_by_hop(&mut head.headers);
     if let Ok(v) = HeaderValue::from_str(&audit.reference) {
         head.headers
             .insert(HeaderName::from_static("x-sase-reference"), v);
     }
-    // Seam: WAF response phase and response checks run here.
+
+    // WAF response phases, when the route asks for them: the body is buffered (up to a limit)
+    // so that it can be refused before any of it reaches the client.
+    let body: Body = match (&waf_scope, inspected) {
+        (Some((settings, rules)), Some(request)) if settings.inspect_responses => {
+            let collected = match tokio::time::timeout(
+                edge.limits.upstream_timeout,
+                Limited::new(upstream_body, MAX_INSPECTED_RESPONSE).collect(),
+            )
+            .await
+            {
+                Ok(Ok(collected)) => collected.to_bytes(),
+                _ => return audit.deny(Reason::UpstreamUnavailable, resource, route, identity),
+            };
+            let response_headers: Vec<(Vec<u8>, Vec<u8>)> = head
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str().as_bytes().to_vec(), v.as_bytes().to_vec()))
+                .collect();
+            let status = head.status.as_u16();
+            let rules = rules.clone();
+            let scope_for_job = scope.clone();
+            let response_body = collected.clone();
+            let outcome = edge
+                .waf
+                .run(move |engine| {
+                    let headers: Vec<(&[u8], &[u8])> = response_headers
+                        .iter()
+                        .map(|(n, v)| (n.as_slice(), v.as_slice()))
+                        .collect();
+                    let response = sase_waf::HttpResponse {
+                        status,
+                        http_version: "1.1",
+                        headers: &headers,
+                        body: &response_body,
+                    };
+                    request.with_view(|r| {
+                        engine.inspect_response(&rules, &scope_for_job, r, &response)
+                    })
+                })
+                .await;
+            match outcome {
+                PoolOutcome::Done(findings) => {
+                    let request_findings = audit.waf.take();
+                    let mut verdict = crate::waf::verdict(
+                        settings,
+                        &sase_waf::Findings::default(),
+                        Some(&findings),
+                    );
+                    if let Some(req) = request_findings {
+                        verdict.inbound_score = req.inbound_score;
+                        let mut ids = req.rule_ids;
+                        let mut messages = req.messages;
+                        for (id, message) in verdict.rule_ids.iter().zip(verdict.messages.iter()) {
+                            if !ids.contains(id) {
+                                ids.push(*id);
+                                messages.push(message.clone());
+                            }
+                        }
+                        verdict.rule_ids = ids;
+                        verdict.messages = messages;
+                    }
+                    audit.waf = Some(verdict);
+                    if findings.blocked {
+                        return audit.deny(Reason::WafBlocked, resource, route, identity);
+                    }
+                }
+                PoolOutcome::Overloaded | PoolOutcome::Failed(_) => {
+                    if settings.on_overload == OverloadAction::FailClosed {
+                        audit.waf =
+                            Some(crate::waf::skipped(settings, "response inspection failed"));
+                        return audit.deny(Reason::WafOverloaded, resource, route, identity);
+                    }
+                }
+            }
+            head.headers.remove(header::CONTENT_LENGTH);
+            full(collected)
+        }
+        _ => upstream_body.map_err(std::io::Error::other).boxed(),
+    };
     if !audit.record(
         Reason::Allowed,
         head.status.as_u16(),
-        &allowed.resource,
-        &allowed.route,
-        allowed.identity.clone(),
+        resource,
+        route,
+        identity,
     ) {
         // No audit, no service: an unrecorded request must not happen.
         return refusal(Reason::UpstreamUnavailable, &audit.reference);
     }
-    let body = body.map_err(std::io::Error::other).boxed();
     Response::from_parts(head, body)
+}
+
+/// Largest response body buffered for WAF inspection.
+const MAX_INSPECTED_RESPONSE: usize = 4 * 1024 * 1024;
+
+/// An owned copy of what the WAF needs from a request (moved into the inspection pool).
+#[derive(Clone)]
+struct OwnedRequest {
+    client_ip: String,
+    client_port: u16,
+    server_ip: String,
+    server_port: u16,
+    method: String,
+    uri: String,
+    http_version: &'static str,
+    headers: Vec<(Vec<u8>, Vec<u8>)>,
+    body: Bytes,
+}
+
+impl OwnedRequest {
+    fn new(
+        parts: &http::request::Parts,
+        client: SocketAddr,
+        local: SocketAddr,
+        body: &Bytes,
+    ) -> OwnedRequest {
+        OwnedRequest {
+            client_ip: client.ip().to_string(),
+            client_port: client.port(),
+            server_ip: local.ip().to_string(),
+            server_port: local.port(),
+            method: parts.method.as_str().to_string(),
+            uri: parts.uri.path_and_query().map_or_else(
+                || parts.uri.path().to_string(),
+                |pq| pq.as_str().to_string(),
+            ),
+            http_version: match parts.version {
+                http::Version::HTTP_2 => "2",
+                http::Version::HTTP_10 => "1.0",
+                _ => "1.1",
+            },
+            headers: parts
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str().as_bytes().to_vec(), v.as_bytes().to_vec()))
+                .collect(),
+            body: body.clone(),
+        }
+    }
+
+    /// Calls `f` with the borrowed form `sase_waf` takes.
+    fn with_view<T>(&self, f: impl FnOnce(&sase_waf::HttpRequest<'_>) -> T) -> T {
+        let headers: Vec<(&[u8], &[u8])> = self
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_slice(), v.as_slice()))
+            .collect();
+        let request = sase_waf::HttpRequest {
+            client_ip: &self.client_ip,
+            client_port: self.client_port,
+            server_ip: &self.server_ip,
+            server_port: self.server_port,
+            method: &self.method,
+            uri: &self.uri,
+            http_version: self.http_version,
+            headers: &headers,
+            body: &self.body,
+        };
+        f(&request)
+    }
 }
 
 #[cfg(test)]

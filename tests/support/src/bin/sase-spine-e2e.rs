@@ -438,7 +438,10 @@ async fn scenario(run: &mut Run, bins: &Path, work: &Path) -> Result<(u64, u64, 
     .await?;
     run.through_edge(
         "writer creates an order",
-        http.post(e("/orders")).bearer_auth(&writer).body("{}"),
+        http.post(e("/orders"))
+            .bearer_auth(&writer)
+            .header("content-type", "application/json")
+            .body("{\"item\":\"router\",\"qty\":1}"),
         200,
         "allowed",
     )

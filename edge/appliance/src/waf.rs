@@ -1,0 +1,244 @@
+//! The edge's WAF stage: which CRS settings apply to which route, the rule set compiled for a
+//! policy (once per distinct WAF configuration, reused across bundle versions that do not change
+//! it), and a bounded pool that runs inspections off the async reactor.
+//!
+//! libmodsecurity work is CPU-bound (about a millisecond per request with CRS), so it never runs
+//! on a reactor thread: at most `workers` inspections run at once on blocking threads, at most
+//! `max_queue` more wait, and anything beyond that is *overload*, answered per the resource's
+//! `on_overload` setting (fail closed with 503 by default) and audited.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use sase_model::audit::WafVerdict;
+use sase_model::policy::{Policy, WafMode, WafSettings};
+
+use sase_waf::{CrsPaths, Findings, RuleSet, WafEngine, WafError};
+use tokio::sync::Semaphore;
+
+pub use sase_model::policy::waf_scope_key as scope_key;
+
+/// The WAF part of a compiled policy.
+#[derive(Default)]
+pub struct PolicyWaf {
+    /// The compiled rule set (absent when every scope is off).
+    pub rules: Option<Arc<RuleSet>>,
+    /// Effective settings by scope key (only scopes that inspect).
+    pub settings: HashMap<String, WafSettings>,
+}
+
+impl std::fmt::Debug for PolicyWaf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyWaf")
+            .field(
+                "digest",
+                &self.rules.as_ref().map(|r| r.digest().to_string()),
+            )
+            .field("scopes", &self.settings.len())
+            .finish()
+    }
+}
+
+/// Builds the WAF part of a policy, reusing `previous` when its configuration is unchanged.
+///
+/// # Errors
+/// libmodsecurity's message when the rule set does not load.
+pub fn compile(
+    crs: &CrsPaths,
+    policy: &Policy,
+    previous: Option<&Arc<RuleSet>>,
+) -> Result<PolicyWaf, WafError> {
+    let scopes = policy.waf_scopes();
+    if scopes.is_empty() {
+        return Ok(PolicyWaf::default());
+    }
+    let digest = RuleSet::config_digest(&scopes);
+    let rules = match previous {
+        Some(old) if old.digest() == digest => old.clone(),
+        _ => {
+            let started = std::time::Instant::now();
+            let compiled = Arc::new(RuleSet::compile(crs, &scopes)?);
+            tracing::info!(
+                scopes = scopes.len(),
+                ms = started.elapsed().as_millis() as u64,
+                "WAF rule set compiled"
+            );
+            compiled
+        }
+    };
+    Ok(PolicyWaf {
+        rules: Some(rules),
+        settings: scopes.into_iter().collect(),
+    })
+}
+
+/// What running a job in the pool gave.
+pub enum PoolOutcome<T> {
+    /// The job ran.
+    Done(T),
+    /// The pool and its queue were full; the job did not run.
+    Overloaded,
+    /// The job failed.
+    Failed(WafError),
+}
+
+/// The engine and its bounded pool.
+pub struct WafStage {
+    engine: Arc<WafEngine>,
+    running: Arc<Semaphore>,
+    waiting: AtomicUsize,
+    max_queue: usize,
+}
+
+impl WafStage {
+    /// A stage running at most `workers` inspections at once with `max_queue` more waiting.
+    pub fn new(workers: usize, max_queue: usize) -> WafStage {
+        WafStage {
+            engine: Arc::new(WafEngine::new()),
+            running: Arc::new(Semaphore::new(workers.max(1))),
+            waiting: AtomicUsize::new(0),
+            max_queue,
+        }
+    }
+
+    /// Sized to the machine: one worker per core, a queue of 64 per worker.
+    pub fn sized_to_cores() -> WafStage {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        WafStage::new(cores, 64 * cores)
+    }
+
+    /// Runs `job` on a blocking thread once a worker is free, or reports overload at once when
+    /// the queue is full.
+    pub async fn run<T, F>(&self, job: F) -> PoolOutcome<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&WafEngine) -> Result<T, WafError> + Send + 'static,
+    {
+        let permit = match self.running.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.max_queue {
+                    self.waiting.fetch_sub(1, Ordering::SeqCst);
+                    return PoolOutcome::Overloaded;
+                }
+                let acquired = self.running.clone().acquire_owned().await;
+                self.waiting.fetch_sub(1, Ordering::SeqCst);
+                match acquired {
+                    Ok(permit) => permit,
+                    Err(_) => return PoolOutcome::Overloaded,
+                }
+            }
+        };
+        let engine = self.engine.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            job(&engine)
+        })
+        .await;
+        match result {
+            Ok(Ok(value)) => PoolOutcome::Done(value),
+            Ok(Err(err)) => PoolOutcome::Failed(err),
+            Err(join) => {
+                PoolOutcome::Failed(WafError::Engine(format!("inspection task failed: {join}")))
+            }
+        }
+    }
+}
+
+/// The audit record of an inspection.
+pub fn verdict(
+    settings: &WafSettings,
+    request: &Findings,
+    response: Option<&Findings>,
+) -> WafVerdict {
+    let mut rule_ids = Vec::new();
+    let mut messages = Vec::new();
+    for m in request
+        .matches
+        .iter()
+        .chain(response.iter().flat_map(|r| r.matches.iter()))
+    {
+        if !rule_ids.contains(&m.id) {
+            rule_ids.push(m.id);
+            messages.push(m.message.chars().take(200).collect());
+        }
+    }
+    WafVerdict {
+        mode: match settings.mode {
+            WafMode::Off => "off",
+            WafMode::Detect => "detect",
+            WafMode::Block => "block",
+        }
+        .to_string(),
+        paranoia_level: settings.paranoia_level,
+        inbound_score: request.anomaly_score,
+        outbound_score: response.map_or(0, |r| r.anomaly_score),
+        rule_ids,
+        messages,
+        blocked: request.blocked || response.is_some_and(|r| r.blocked),
+        skipped: None,
+    }
+}
+
+/// The audit record of an inspection that could not run.
+pub fn skipped(settings: &WafSettings, why: &str) -> WafVerdict {
+    WafVerdict {
+        skipped: Some(why.to_string()),
+        ..verdict(settings, &Findings::default(), None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_full_pool_with_a_full_queue_reports_overload_without_running_the_job() {
+        let stage = Arc::new(WafStage::new(1, 1));
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+        // Occupies the only worker until released.
+        let busy = {
+            let stage = stage.clone();
+            tokio::spawn(async move {
+                stage
+                    .run(move |_| {
+                        let _ = started_tx.send(());
+                        let _ = release_rx.recv();
+                        Ok(1)
+                    })
+                    .await
+            })
+        };
+        started_rx.await.expect("worker started");
+        // Fills the queue.
+        let queued = {
+            let stage = stage.clone();
+            tokio::spawn(async move { stage.run(|_| Ok(2)).await })
+        };
+        while stage.waiting.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        // Nothing left: overload, at once.
+        assert!(matches!(
+            stage.run(|_| Ok(3)).await,
+            PoolOutcome::Overloaded
+        ));
+        release_tx.send(()).expect("release");
+        assert!(matches!(busy.await.expect("join"), PoolOutcome::Done(1)));
+        assert!(matches!(queued.await.expect("join"), PoolOutcome::Done(2)));
+    }
+
+    #[test]
+    fn scopes_skip_routes_whose_waf_is_off_and_apply_route_overrides() {
+        let policy = Policy::parse_yaml(
+            "resources:\n  - name: app\n    upstream: http://127.0.0.1:1\n    routes:\n      - {id: a, methods: [GET], path: /a, public: true}\n      - {id: b, methods: [GET], path: /b, public: true, waf: {mode: off}}\n      - {id: c, methods: [GET], path: /c, public: true, waf: {paranoia_level: 3}}\n",
+        )
+        .expect("policy");
+        let scopes = policy.waf_scopes();
+        let keys: Vec<&str> = scopes.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["app/a", "app/c"]);
+        assert_eq!(scopes[1].1.paranoia_level, 3);
+    }
+}
