@@ -12,9 +12,13 @@ need_root() {
 
 APT_PACKAGES=(
   build-essential pkg-config ca-certificates curl jq git
+  libmodsecurity-dev modsecurity-crs
   postgresql postgresql-client
   python3 python3-venv
 )
+# Extra packages a caller needs (e.g. the WAF comparison scripts): SETUP_EXTRA="nginx wrk".
+read -r -a EXTRA <<< "${SETUP_EXTRA:-}"
+APT_PACKAGES+=("${EXTRA[@]}")
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -609,6 +609,7 @@ pub async fn put_policy(
             e.0,
         )
     })?;
+    check_waf_loads(&state, &policy).await?;
     let stored = publish_policy(&state, &tenant_id, policy, &admin.username).await?;
     let pushed = state.hub.broadcast(
         &tenant_id,
@@ -619,6 +620,70 @@ pub async fn put_policy(
     );
     tracing::info!(tenant = %tenant_id, version = stored.version, pushed, "policy published");
     Ok(Json(policy_view(stored, Some(pushed))?))
+}
+
+/// Refuses (422, with libmodsecurity's message and the path of the settings at fault) a policy
+/// whose WAF settings do not load into a CRS rule set. Configurations already known to load are
+/// not compiled again.
+///
+/// # Errors
+/// 422 when the rule set does not load.
+pub async fn check_waf_loads(state: &SharedState, policy: &Policy) -> Result<(), ApiError> {
+    let scopes = policy.waf_scopes();
+    if scopes.is_empty() {
+        return Ok(());
+    }
+    let digest = sase_waf::RuleSet::config_digest(&scopes);
+    if state
+        .waf_known_good
+        .lock()
+        .map(|known| known.contains(&digest))
+        .unwrap_or(false)
+    {
+        return Ok(());
+    }
+    let crs = state.crs.clone();
+    let checked = policy.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let all = sase_waf::RuleSet::compile(&crs, &scopes);
+        let Err(err) = all else {
+            return Ok(());
+        };
+        // Name the first resource or route whose settings fail on their own.
+        let mut path = "resources".to_string();
+        'find: for (r, resource) in checked.resources.iter().enumerate() {
+            for (o, route) in resource.routes.iter().enumerate() {
+                let key = sase_model::policy::waf_scope_key(&resource.name, &route.id);
+                let Some(one) = scopes.iter().find(|(k, _)| *k == key) else {
+                    continue;
+                };
+                if sase_waf::RuleSet::compile(&crs, std::slice::from_ref(one)).is_err() {
+                    path = if route.waf.is_some() {
+                        format!("resources[{r}].routes[{o}].waf")
+                    } else {
+                        format!("resources[{r}].waf")
+                    };
+                    break 'find;
+                }
+            }
+        }
+        Err((path, err.to_string()))
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    match outcome {
+        Ok(()) => {
+            if let Ok(mut known) = state.waf_known_good.lock() {
+                known.insert(digest);
+            }
+            Ok(())
+        }
+        Err((path, message)) => Err(ApiError::invalid(
+            "waf_invalid",
+            format!("the WAF settings do not load: {message}"),
+            vec![sase_model::ValidationError { path, message }],
+        )),
+    }
 }
 
 /// Signs and stores the next version of a tenant's policy.

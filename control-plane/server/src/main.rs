@@ -126,6 +126,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         hub: Hub::default(),
         public_url: public_url.clone(),
         device_verifier: verifier,
+        crs: sase_waf::CrsPaths::default(),
+        waf_known_good: Default::default(),
     });
     if let Some(password) = auth::bootstrap_admin(
         &state,

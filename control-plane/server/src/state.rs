@@ -27,6 +27,10 @@ pub struct AppState {
     pub public_url: String,
     /// Verifier of device client certificates; reloaded when a tenant CA is added.
     pub device_verifier: Arc<DeviceCertVerifier>,
+    /// Where CRS is, to check that a policy's WAF settings load before accepting it.
+    pub crs: sase_waf::CrsPaths,
+    /// Digests of WAF configurations already known to load (no need to compile them again).
+    pub waf_known_good: Mutex<std::collections::HashSet<String>>,
 }
 
 impl AppState {

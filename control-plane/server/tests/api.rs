@@ -1187,3 +1187,50 @@ async fn openapi_document_and_health_are_served() {
     assert_eq!(health["status"], "ok");
     assert_eq!(health["connected_edges"], 0);
 }
+
+#[tokio::test]
+async fn policy_whose_waf_settings_do_not_load_is_refused_with_libmodsecurity_message() {
+    let app = TestApp::new().await;
+    let token = app.login().await;
+    let tenant = app.create_tenant(&token, "acme").await;
+    let uri = format!("/api/tenants/{tenant}/policy");
+    // Passes the model's checks (the target has a valid shape) but names no ModSecurity
+    // variable, so the rule set does not load.
+    let bad = POLICY_YAML.replace(
+        "        path: /health\n",
+        "        path: /health\n        waf:\n          exclusions: [{rule_id: 942100, target: \"FOO:bar\"}]\n",
+    );
+    let refused = app
+        .call(
+            Method::PUT,
+            &uri,
+            Some(&token),
+            Some(("application/yaml", bad.into_bytes())),
+        )
+        .await
+        .expect_status(StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(error_code(&refused), "waf_invalid");
+    assert_eq!(refused["errors"][0]["path"], "resources[0].routes[1].waf");
+    let message = refused["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("variable"),
+        "libmodsecurity's message: {message}"
+    );
+    app.get(&uri, &token)
+        .await
+        .expect_status(StatusCode::NOT_FOUND);
+
+    // The same policy with a real target loads and is accepted.
+    let good = POLICY_YAML.replace(
+        "        path: /health\n",
+        "        path: /health\n        waf:\n          exclusions: [{rule_id: 942100, target: \"ARGS:q\"}]\n",
+    );
+    app.call(
+        Method::PUT,
+        &uri,
+        Some(&token),
+        Some(("application/yaml", good.into_bytes())),
+    )
+    .await
+    .expect_status(StatusCode::OK);
+}

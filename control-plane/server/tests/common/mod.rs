@@ -211,6 +211,8 @@ impl TestApp {
             hub: Hub::default(),
             public_url: "https://127.0.0.1:1".to_string(),
             device_verifier: Arc::new(DeviceCertVerifier::new(&[]).expect("verifier")),
+            crs: sase_waf::CrsPaths::default(),
+            waf_known_good: Default::default(),
         });
         let generated =
             sase_control::auth::bootstrap_admin(&state, "admin", Some(ADMIN_PASSWORD.into()))
