@@ -63,6 +63,9 @@ enum Command {
         /// Seconds an upstream may take to answer.
         #[arg(long, default_value_t = 30)]
         upstream_timeout_secs: u64,
+        /// Also write WAF rule matches to this file in ModSecurity's error-log style.
+        #[arg(long = "waf-log")]
+        waf_log: Option<PathBuf>,
     },
 }
 
@@ -109,6 +112,7 @@ async fn main() -> anyhow::Result<()> {
             tls_cert,
             tls_key,
             upstream_timeout_secs,
+            waf_log,
         } => {
             if http_listen.is_none() && https_listen.is_none() {
                 bail!("give at least one of --http-listen or --https-listen");
@@ -120,6 +124,7 @@ async fn main() -> anyhow::Result<()> {
                 https_listen,
                 tls_cert.zip(tls_key),
                 upstream_timeout_secs,
+                waf_log,
             )
             .await
         }
@@ -132,6 +137,7 @@ async fn run(
     https_listen: Option<SocketAddr>,
     tls_files: Option<(PathBuf, PathBuf)>,
     upstream_timeout_secs: u64,
+    waf_log: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     identity::prepare_data_dir(&dir)?;
     let identity = identity::load_identity(&dir)?;
@@ -208,6 +214,13 @@ async fn run(
             ..Limits::default()
         },
         waf: WafStage::sized_to_cores(),
+        waf_log: match &waf_log {
+            Some(path) => Some(
+                sase_edge::waf::MatchLog::open(path)
+                    .with_context(|| format!("opening the WAF log {}", path.display()))?,
+            ),
+            None => None,
+        },
     });
     if let Some(active) = policy.snapshot() {
         let edge = edge.clone();

@@ -86,6 +86,8 @@ pub struct Edge {
     pub limits: Limits,
     /// The WAF engine and its bounded pool.
     pub waf: WafStage,
+    /// Optional ModSecurity-style log of rule matches.
+    pub waf_log: Option<crate::waf::MatchLog>,
 }
 
 /// Wall-clock time in Unix milliseconds.
@@ -401,6 +403,9 @@ async fn handle_inner(
             match outcome {
                 PoolOutcome::Done(findings) => {
                     audit.waf = Some(crate::waf::verdict(settings, &findings, None));
+                    if let Some(log) = &edge.waf_log {
+                        log.write(&audit.reference, &request.client_ip, &audit.path, &findings);
+                    }
                     if findings.blocked {
                         return audit.deny(Reason::WafBlocked, resource, route, identity);
                     }
@@ -537,6 +542,14 @@ async fn handle_inner(
                 .await;
             match outcome {
                 PoolOutcome::Done(findings) => {
+                    if let Some(log) = &edge.waf_log {
+                        log.write(
+                            &audit.reference,
+                            &client.ip().to_string(),
+                            &audit.path,
+                            &findings,
+                        );
+                    }
                     let request_findings = audit.waf.take();
                     let mut verdict = crate::waf::verdict(
                         settings,

@@ -181,6 +181,74 @@ pub fn verdict(
     }
 }
 
+/// An optional text log of rule matches in ModSecurity's error-log style (`[id "942100"]
+/// [msg "…"] … [unique_id "<reference>"]`), one line per matched rule, for tools that read
+/// WAF logs (the CRS regression runner, SIEM pipelines used to nginx + ModSecurity). The audit
+/// trail remains the record; this log is for compatibility and carries no request data beyond
+/// the path.
+pub struct MatchLog {
+    file: std::sync::Mutex<std::fs::File>,
+}
+
+impl MatchLog {
+    /// Opens (appending, creating 0600) the log file.
+    ///
+    /// # Errors
+    /// When the file cannot be opened.
+    pub fn open(path: &std::path::Path) -> std::io::Result<MatchLog> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)?;
+        Ok(MatchLog {
+            file: std::sync::Mutex::new(file),
+        })
+    }
+
+    /// Writes one line per matched rule.
+    pub fn write(&self, reference: &str, client_ip: &str, path: &str, findings: &Findings) {
+        use std::fmt::Write as _;
+        use std::io::Write as _;
+        if findings.matches.is_empty() {
+            return;
+        }
+        let clean = |s: &str| -> String {
+            s.chars()
+                .map(|c| if c == '"' || c.is_control() { '\'' } else { c })
+                .take(512)
+                .collect()
+        };
+        let mut text = String::new();
+        for m in &findings.matches {
+            let _ = write!(
+                text,
+                "ModSecurity: Warning. [client {}] [id \"{}\"] [msg \"{}\"]",
+                clean(client_ip),
+                m.id,
+                clean(&m.message)
+            );
+            if let Some(severity) = m.severity {
+                let _ = write!(text, " [severity \"{severity}\"]");
+            }
+            for tag in &m.tags {
+                let _ = write!(text, " [tag \"{}\"]", clean(tag));
+            }
+            let _ = writeln!(
+                text,
+                " [uri \"{}\"] [unique_id \"{}\"] [anomaly_score \"{}\"]",
+                clean(path),
+                clean(reference),
+                findings.anomaly_score
+            );
+        }
+        if let Ok(mut file) = self.file.lock() {
+            let _ = file.write_all(text.as_bytes());
+        }
+    }
+}
+
 /// The audit record of an inspection that could not run.
 pub fn skipped(settings: &WafSettings, why: &str) -> WafVerdict {
     WafVerdict {
