@@ -9,7 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 
-step() { printf '\n=== %s\n' "$*"; }
+STARTED=$SECONDS
+step() { printf '\n=== %s  (t+%ss)\n' "$*" "$((SECONDS - STARTED))"; }
 
 step "format and lints"
 cargo fmt --all --check
@@ -33,3 +34,5 @@ tests/fuzz/smoke.sh
 
 step "spine end-to-end (SQLite)"
 tests/e2e/spine.sh
+
+printf '\n=== all checks passed in %ss\n' "$((SECONDS - STARTED))"
