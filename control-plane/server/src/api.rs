@@ -414,7 +414,7 @@ pub async fn create_claim_code(
         .site(&site_id)
         .await?
         .ok_or_else(|| ApiError::not_found("no such site"))?;
-    let code = auth::random_secret(15);
+    let code = auth::claim_code();
     let now = now_ms();
     let expires_at_ms = now + minutes * 60_000;
     state
@@ -439,7 +439,8 @@ pub async fn enroll(
     State(state): State<SharedState>,
     Json(req): Json<EnrollRequest>,
 ) -> Result<Json<EnrollResponse>, ApiError> {
-    let code_hash = auth::secret_hash(req.claim_code.trim());
+    // Codes are read out and typed by people: ignore case and surrounding blanks.
+    let code_hash = auth::secret_hash(&req.claim_code.trim().to_ascii_uppercase());
     let now = now_ms();
     let refused = || ApiError::forbidden("claim code is unknown, used or expired");
     let (tenant_id, site_id) = state

@@ -52,6 +52,23 @@ pub fn random_secret(bytes: usize) -> String {
     base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, buf)
 }
 
+/// A new claim code: 20 characters from an alphabet without look-alikes (no 0/O, 1/I),
+/// grouped by four (`K7QM-…`), about 100 bits. Easy to read out over the phone to whoever
+/// installs the box, and never starts with `-` (which command lines would take for an option).
+pub fn claim_code() -> String {
+    use rand::Rng as _;
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut rng = rand::thread_rng();
+    let mut code = String::with_capacity(24);
+    for i in 0..20 {
+        if i > 0 && i % 4 == 0 {
+            code.push('-');
+        }
+        code.push(char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())]));
+    }
+    code
+}
+
 /// SHA-256 of a secret, hex: what the store keeps.
 pub fn secret_hash(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
@@ -149,6 +166,19 @@ pub async fn bootstrap_admin(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn claim_codes_are_grouped_unambiguous_and_never_start_with_a_dash() {
+        for _ in 0..200 {
+            let code = claim_code();
+            assert_eq!(code.len(), 24);
+            assert!(!code.starts_with('-'));
+            assert!(code.split('-').all(|g| g.len() == 4
+                && g.bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())));
+            assert!(!code.contains(['0', 'O', '1', 'I']));
+        }
+    }
 
     #[test]
     fn password_hash_verifies_only_the_right_password() {

@@ -3,6 +3,7 @@
 //! generated under a local CA in the data dir at first start.
 
 use std::net::SocketAddr;
+use std::os::fd::AsFd as _;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -114,6 +115,12 @@ pub async fn serve(listener: TcpListener, tls: Option<rustls::ServerConfig>, edg
         let _ = tcp.set_nodelay(true);
         let edge = edge.clone();
         let acceptor = acceptor.clone();
+        // A second handle on the socket, so that it outlives hyper's: see `lingering_close`.
+        let linger = tcp
+            .as_fd()
+            .try_clone_to_owned()
+            .ok()
+            .map(std::net::TcpStream::from);
         tokio::spawn(async move {
             match acceptor {
                 Some(acceptor) => {
@@ -128,7 +135,38 @@ pub async fn serve(listener: TcpListener, tls: Option<rustls::ServerConfig>, edg
                 }
                 None => serve_connection(TokioIo::new(tcp), peer, false, edge).await,
             }
+            if let Some(linger) = linger {
+                lingering_close(linger).await;
+            }
         });
+    }
+}
+
+/// Longest time a closed connection keeps reading what the client still sends.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+/// Most bytes read (and discarded) while lingering (a bound on the CPU spent; the time bound is
+/// what matters).
+const LINGER_BYTES: usize = 64 * 1024 * 1024;
+
+/// Closes a connection that hyper has finished with the way nginx's `lingering_close` does
+/// (RFC 9112 section 9.6): send FIN, then read and discard until the client closes (or
+/// [`LINGER_TIME`] / [`LINGER_BYTES`]). Closing a socket with unread request bytes (a request
+/// refused before its body was read, or one hyper could not parse) makes the kernel send RST,
+/// which can destroy the answer in the client's receive buffer before the client reads it.
+async fn lingering_close(socket: std::net::TcpStream) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let Ok(mut socket) = tokio::net::TcpStream::from_std(socket) else {
+        return;
+    };
+    let _ = socket.shutdown().await;
+    let deadline = tokio::time::Instant::now() + LINGER_TIME;
+    let mut buf = [0u8; 8192];
+    let mut read = 0usize;
+    while read < LINGER_BYTES {
+        match tokio::time::timeout_at(deadline, socket.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => read += n,
+            _ => break,
+        }
     }
 }
 

@@ -30,7 +30,7 @@ enum Command {
         #[arg(long = "control-plane")]
         control_plane: String,
         /// The claim code from the control plane.
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         claim: String,
         /// CA certificate (PEM) that the control plane's TLS certificate chains to; default:
         /// the system's CA bundle (for a control plane with a publicly trusted certificate).

@@ -334,12 +334,17 @@ async fn handle_inner(
     let allowed = match verdict {
         Verdict::Allow(allowed) => allowed,
         Verdict::Deny(denied) => {
+            if denied.reason == Reason::RouteNotFound {
+                // Requests that match no route are refused anyway; the WAF still looks at them
+                // (detect only, headers and URI) so that probing shows up in the audit trail.
+                audit.waf = inspect_unrouted(edge, &policy, &parts, client, tls, &audit).await;
+            }
             return audit.deny(
                 denied.reason,
                 &denied.resource,
                 &denied.route,
                 denied.identity,
-            )
+            );
         }
         Verdict::NeedKeys { .. } => {
             return audit.deny(Reason::TokenUnknownKey, "", "", None);
@@ -407,7 +412,14 @@ async fn handle_inner(
                         log.write(&audit.reference, &request.client_ip, &audit.path, &findings);
                     }
                     if findings.blocked {
-                        return audit.deny(Reason::WafBlocked, resource, route, identity);
+                        // libmodsecurity asks for 400 when it cannot parse the body (rules
+                        // 200002/200007): that is a malformed request, not an attack.
+                        let reason = if findings.status == Some(400) {
+                            Reason::BadRequest
+                        } else {
+                            Reason::WafBlocked
+                        };
+                        return audit.deny(reason, resource, route, identity);
                     }
                     Some(request)
                 }
@@ -598,6 +610,36 @@ async fn handle_inner(
         return refusal(Reason::UpstreamUnavailable, &audit.reference);
     }
     Response::from_parts(head, body)
+}
+
+/// Runs the detect-only inspection of a request that matched no route.
+async fn inspect_unrouted(
+    edge: &Edge,
+    policy: &crate::policy::ActivePolicy,
+    parts: &http::request::Parts,
+    client: SocketAddr,
+    tls: bool,
+    audit: &Audit<'_>,
+) -> Option<WafVerdict> {
+    let scope = crate::waf::UNROUTED_SCOPE;
+    let settings = policy.waf.settings.get(scope)?.clone();
+    let rules = policy.waf.rules.clone()?;
+    let request = OwnedRequest::new(parts, client, edge.limits.local_addr(tls), &Bytes::new());
+    let job_request = request.clone();
+    match edge
+        .waf
+        .run(move |engine| job_request.with_view(|r| engine.inspect_request(&rules, scope, r)))
+        .await
+    {
+        PoolOutcome::Done(findings) => {
+            if let Some(log) = &edge.waf_log {
+                log.write(&audit.reference, &request.client_ip, &audit.path, &findings);
+            }
+            Some(crate::waf::verdict(&settings, &findings, None))
+        }
+        PoolOutcome::Overloaded => Some(crate::waf::skipped(&settings, "overloaded")),
+        PoolOutcome::Failed(err) => Some(crate::waf::skipped(&settings, &err.to_string())),
+    }
 }
 
 /// Largest response body buffered for WAF inspection.

@@ -19,6 +19,9 @@ use tokio::sync::Semaphore;
 
 pub use sase_model::policy::waf_scope_key as scope_key;
 
+/// Scope of requests that match no route (route keys are `resource/route`, so no clash).
+pub const UNROUTED_SCOPE: &str = "*unrouted*";
+
 /// The WAF part of a compiled policy.
 #[derive(Default)]
 pub struct PolicyWaf {
@@ -49,10 +52,25 @@ pub fn compile(
     policy: &Policy,
     previous: Option<&Arc<RuleSet>>,
 ) -> Result<PolicyWaf, WafError> {
-    let scopes = policy.waf_scopes();
+    let mut scopes = policy.waf_scopes();
     if scopes.is_empty() {
         return Ok(PolicyWaf::default());
     }
+    // Requests that match no route are inspected in detect mode at the highest paranoia level
+    // the policy uses (they are refused anyway; the findings show probing in the audit trail).
+    let paranoia_level = scopes
+        .iter()
+        .map(|(_, s)| s.paranoia_level)
+        .max()
+        .unwrap_or(1);
+    scopes.push((
+        UNROUTED_SCOPE.to_string(),
+        WafSettings {
+            mode: WafMode::Detect,
+            paranoia_level,
+            ..WafSettings::default()
+        },
+    ));
     let digest = RuleSet::config_digest(&scopes);
     let rules = match previous {
         Some(old) if old.digest() == digest => old.clone(),
