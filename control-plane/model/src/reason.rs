@@ -51,6 +51,8 @@ pub enum Reason {
     WafBlocked,
     /// The web application firewall is overloaded and the resource fails closed.
     WafOverloaded,
+    /// The method is never served by the edge (e.g. `CONNECT`: it is not a forward proxy).
+    MethodNotAllowed,
 }
 
 impl Reason {
@@ -78,6 +80,7 @@ impl Reason {
             Reason::PathRefused => "path_refused",
             Reason::WafBlocked => "waf_blocked",
             Reason::WafOverloaded => "waf_overloaded",
+            Reason::MethodNotAllowed => "method_not_allowed",
         }
     }
 
@@ -104,6 +107,7 @@ impl Reason {
             Reason::PathRefused => 400,
             Reason::WafBlocked => 403,
             Reason::WafOverloaded => 503,
+            Reason::MethodNotAllowed => 405,
         }
     }
 }

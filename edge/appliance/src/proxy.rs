@@ -124,6 +124,12 @@ fn refusal(reason: Reason, reference: &str) -> Response<Body> {
     if let Ok(v) = HeaderValue::from_str(reference) {
         headers.insert(HeaderName::from_static("x-sase-reference"), v);
     }
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        headers.insert(
+            header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+        );
+    }
     if status == StatusCode::UNAUTHORIZED {
         let challenge = match reason {
             Reason::TokenMissing => "Bearer",
@@ -296,6 +302,26 @@ async fn handle_inner(
     };
     if path_hides_query(parts.uri.path()) {
         return audit.deny(Reason::PathRefused, "", "", None);
+    }
+    if parts.method == http::Method::CONNECT {
+        // The edge is a reverse proxy, never a tunnel: a well-formed CONNECT (authority-form
+        // `host:port`, RFC 9110 §9.3.6) gets 405, a malformed one 400. The WAF still looks at
+        // it (detect only) so the attempt shows in the audit trail.
+        let well_formed = parts
+            .uri
+            .authority()
+            .is_some_and(|a| a.port_u16().is_some_and(|p| p != 0))
+            && parts
+                .uri
+                .path_and_query()
+                .is_none_or(|pq| pq.as_str().is_empty() || pq.as_str() == "/");
+        audit.waf = inspect_unrouted(edge, &policy, &parts, client, tls, &audit).await;
+        let reason = if well_formed {
+            Reason::MethodNotAllowed
+        } else {
+            Reason::BadRequest
+        };
+        return audit.deny(reason, "", "", None);
     }
     let header_bytes: usize = parts
         .headers

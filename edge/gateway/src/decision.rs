@@ -210,6 +210,7 @@ fn message(reason: Reason) -> &'static str {
         Reason::PathRefused => "the request path is not in a form the gateway accepts",
         Reason::WafBlocked => "the request was blocked by the web application firewall",
         Reason::WafOverloaded => "the service is busy; try again shortly",
+        Reason::MethodNotAllowed => "this method is not served here",
     }
 }
 
