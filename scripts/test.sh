@@ -35,4 +35,7 @@ tests/fuzz/smoke.sh
 step "spine end-to-end (SQLite)"
 tests/e2e/spine.sh
 
+step "CRS 3.3.4 regression suite: edge vs nginx + ModSecurity (full, about a minute)"
+tests/conformance/crs.sh
+
 printf '\n=== all checks passed in %ss\n' "$((SECONDS - STARTED))"
