@@ -255,6 +255,9 @@ async fn main() -> Result<()> {
         run.passed, run.failed
     );
     if run.failed > 0 || lost > 0 || duplicated > 0 {
+        // `exit` skips destructors: stop the control plane first (the scenario's other children
+        // were dropped when it returned).
+        drop(run.control.take());
         std::process::exit(1);
     }
     Ok(())
