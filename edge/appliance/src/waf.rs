@@ -76,7 +76,7 @@ pub fn compile(
         Some(old) if old.digest() == digest => old.clone(),
         _ => {
             let started = std::time::Instant::now();
-            let compiled = Arc::new(RuleSet::compile(crs, &scopes)?);
+            let compiled = Arc::new(compile_on_dedicated_thread(crs, &scopes)?);
             tracing::info!(
                 scopes = scopes.len(),
                 ms = started.elapsed().as_millis() as u64,
@@ -89,6 +89,49 @@ pub fn compile(
         rules: Some(rules),
         settings: scopes.into_iter().collect(),
     })
+}
+
+/// Compiles on one long-lived thread. libmodsecurity allocates a rule set's memory (tens of MB
+/// with CRS) with `malloc`; glibc keeps freed memory in the arena of the thread that allocated
+/// it, so compiling on whichever blocking-pool thread happens to run the job spreads rule sets
+/// over many arenas and the process keeps growing across policy reloads (seen: 47 MB -> 211 MB
+/// after 100 reloads). On one thread, the memory of a dropped rule set is reused by the next.
+fn compile_on_dedicated_thread(
+    crs: &CrsPaths,
+    scopes: &[(String, WafSettings)],
+) -> Result<RuleSet, WafError> {
+    type Job = (
+        CrsPaths,
+        Vec<(String, WafSettings)>,
+        std::sync::mpsc::SyncSender<Result<RuleSet, WafError>>,
+    );
+    static COMPILER: std::sync::OnceLock<Option<std::sync::Mutex<std::sync::mpsc::Sender<Job>>>> =
+        std::sync::OnceLock::new();
+    let compiler = COMPILER.get_or_init(|| {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("waf-compiler".into())
+            .spawn(move || {
+                for (crs, scopes, reply) in queue {
+                    let _ = reply.send(RuleSet::compile(&crs, &scopes));
+                }
+            })
+            .ok()
+            .map(|_| std::sync::Mutex::new(jobs))
+    });
+    let Some(compiler) = compiler else {
+        // No thread could be started: compile here rather than not at all.
+        return RuleSet::compile(crs, scopes);
+    };
+    let (reply, answer) = std::sync::mpsc::sync_channel(1);
+    compiler
+        .lock()
+        .map_err(|_| WafError::Engine("WAF compiler is poisoned".into()))?
+        .send((crs.clone(), scopes.to_vec(), reply))
+        .map_err(|_| WafError::Engine("WAF compiler thread is gone".into()))?;
+    answer
+        .recv()
+        .map_err(|_| WafError::Engine("WAF compiler thread is gone".into()))?
 }
 
 /// What running a job in the pool gave.
