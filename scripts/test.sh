@@ -35,6 +35,9 @@ tests/fuzz/smoke.sh
 step "spine end-to-end (SQLite)"
 tests/e2e/spine.sh
 
+step "WAF end-to-end: attacks, benign corpus, audit evidence, memory across 100 reloads"
+tests/e2e/waf.sh
+
 step "CRS 3.3.4 regression suite: edge vs nginx + ModSecurity (full, about a minute)"
 tests/conformance/crs.sh
 
