@@ -163,10 +163,12 @@ impl WafStage {
         }
     }
 
-    /// Sized to the machine: one worker per core, a queue of 64 per worker.
+    /// Sized to the machine: two workers per core (with one, a core idles from the end of an
+    /// inspection until the next queued request has been handed to a blocking thread), a queue
+    /// of 64 per core.
     pub fn sized_to_cores() -> WafStage {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        WafStage::new(cores, 64 * cores)
+        WafStage::new(2 * cores, 64 * cores)
     }
 
     /// Runs `job` on a blocking thread once a worker is free, or reports overload at once when
@@ -179,12 +181,14 @@ impl WafStage {
         let permit = match self.running.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
-                if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.max_queue {
-                    self.waiting.fetch_sub(1, Ordering::SeqCst);
+                // Leaves the queue however this future ends: returned, or dropped while waiting
+                // for a worker (the client went away). Decrementing after the `await` instead
+                // leaked one slot per dropped waiter until every request was "overloaded".
+                let _queued = Waiting::enter(&self.waiting);
+                if self.waiting.load(Ordering::SeqCst) > self.max_queue {
                     return PoolOutcome::Overloaded;
                 }
                 let acquired = self.running.clone().acquire_owned().await;
-                self.waiting.fetch_sub(1, Ordering::SeqCst);
                 match acquired {
                     Ok(permit) => permit,
                     Err(_) => return PoolOutcome::Overloaded,
@@ -204,6 +208,22 @@ impl WafStage {
                 PoolOutcome::Failed(WafError::Engine(format!("inspection task failed: {join}")))
             }
         }
+    }
+}
+
+/// One request waiting for a worker; leaving (however it happens) decrements the count.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn enter(count: &'a AtomicUsize) -> Waiting<'a> {
+        count.fetch_add(1, Ordering::SeqCst);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -357,6 +377,40 @@ mod tests {
         release_tx.send(()).expect("release");
         assert!(matches!(busy.await.expect("join"), PoolOutcome::Done(1)));
         assert!(matches!(queued.await.expect("join"), PoolOutcome::Done(2)));
+    }
+
+    #[tokio::test]
+    async fn a_waiter_dropped_before_its_turn_leaves_the_queue() {
+        let stage = Arc::new(WafStage::new(1, 1));
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+        let busy = {
+            let stage = stage.clone();
+            tokio::spawn(async move {
+                stage
+                    .run(move |_| {
+                        let _ = started_tx.send(());
+                        let _ = release_rx.recv();
+                        Ok(1)
+                    })
+                    .await
+            })
+        };
+        started_rx.await.expect("worker started");
+        let waiter = {
+            let stage = stage.clone();
+            tokio::spawn(async move { stage.run(|_| Ok(2)).await })
+        };
+        while stage.waiting.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        // The client goes away while queued: its place must be given back.
+        waiter.abort();
+        let _ = waiter.await;
+        assert_eq!(stage.waiting.load(Ordering::SeqCst), 0);
+        release_tx.send(()).expect("release");
+        assert!(matches!(busy.await.expect("join"), PoolOutcome::Done(1)));
+        assert!(matches!(stage.run(|_| Ok(3)).await, PoolOutcome::Done(3)));
     }
 
     #[test]
