@@ -53,10 +53,34 @@ pub struct JwtIssuer {
     /// Clock leeway for `exp` and `nbf`, in seconds (default 30, at most 300).
     #[serde(default = "default_leeway")]
     pub leeway_seconds: u32,
+    /// Longest token accepted from this issuer, in bytes of the compact serialization
+    /// (default [`DEFAULT_MAX_TOKEN_BYTES`], between [`MIN_TOKEN_BYTES_LIMIT`] and
+    /// [`MAX_TOKEN_BYTES_LIMIT`]). Longer tokens are refused before their signature is checked.
+    #[serde(
+        default = "default_max_token_bytes",
+        skip_serializing_if = "is_default_max_token_bytes"
+    )]
+    pub max_token_bytes: u32,
 }
 
 fn default_leeway() -> u32 {
     30
+}
+
+/// Default of [`JwtIssuer::max_token_bytes`].
+pub const DEFAULT_MAX_TOKEN_BYTES: u32 = 8192;
+/// Smallest value [`JwtIssuer::max_token_bytes`] may take.
+pub const MIN_TOKEN_BYTES_LIMIT: u32 = 256;
+/// Largest value [`JwtIssuer::max_token_bytes`] may take (the edge refuses longer bearer
+/// tokens whatever the issuer).
+pub const MAX_TOKEN_BYTES_LIMIT: u32 = 65_536;
+
+fn default_max_token_bytes() -> u32 {
+    DEFAULT_MAX_TOKEN_BYTES
+}
+
+fn is_default_max_token_bytes(v: &u32) -> bool {
+    *v == DEFAULT_MAX_TOKEN_BYTES
 }
 
 /// The asymmetric JWS algorithms the gateway accepts.
@@ -93,6 +117,37 @@ pub struct KeySource {
     /// policy stays independent of any JWK library.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks: Option<serde_json::Value>,
+    /// With `jwks_url`: how often the edge fetches the JWK set again in the background, in
+    /// seconds (default [`DEFAULT_JWKS_REFRESH_SECONDS`], between 30 and 86400). A failed
+    /// refresh is retried every 10 s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_seconds: Option<u32>,
+    /// With `jwks_url`: how long the keys of the last successful fetch may still be used once a
+    /// refresh is due and the JWKS endpoint cannot be reached, in seconds (default
+    /// [`DEFAULT_JWKS_MAX_STALE_SECONDS`], at most [`MAX_JWKS_MAX_STALE_SECONDS`]). After that,
+    /// tokens of the issuer are refused (`token_keys_unavailable`) until a fetch succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_stale_seconds: Option<u32>,
+}
+
+/// Default of [`KeySource::refresh_seconds`] (5 minutes).
+pub const DEFAULT_JWKS_REFRESH_SECONDS: u32 = 300;
+/// Default of [`KeySource::max_stale_seconds`] (1 hour).
+pub const DEFAULT_JWKS_MAX_STALE_SECONDS: u32 = 3600;
+/// Largest value of [`KeySource::max_stale_seconds`] (24 hours).
+pub const MAX_JWKS_MAX_STALE_SECONDS: u32 = 86_400;
+
+impl KeySource {
+    /// The background refresh interval in effect, in seconds.
+    pub fn refresh_interval_seconds(&self) -> u32 {
+        self.refresh_seconds.unwrap_or(DEFAULT_JWKS_REFRESH_SECONDS)
+    }
+
+    /// How long fetched keys may be served past a due refresh, in seconds.
+    pub fn max_stale(&self) -> u32 {
+        self.max_stale_seconds
+            .unwrap_or(DEFAULT_JWKS_MAX_STALE_SECONDS)
+    }
 }
 
 /// A protected HTTP resource published by the edge.
@@ -217,6 +272,12 @@ pub struct WafSettings {
     /// What to do when the WAF is overloaded (default `fail_closed`).
     #[serde(default)]
     pub on_overload: OverloadAction,
+    /// The methods the route accepts: never written in a policy, filled in by
+    /// [`Policy::waf_scopes`] from the route. The CRS method rule (911100) then allows exactly
+    /// these (the gateway refuses any other method with 405 first); empty leaves the CRS
+    /// default (GET, HEAD, POST, OPTIONS), which would refuse a REST route's PUT or DELETE.
+    #[serde(skip)]
+    pub route_methods: Vec<Method>,
 }
 
 impl Default for WafSettings {
@@ -230,6 +291,7 @@ impl Default for WafSettings {
             request_body_limit: default_waf_body_limit(),
             inspect_responses: false,
             on_overload: OverloadAction::FailClosed,
+            route_methods: Vec::new(),
         }
     }
 }
@@ -385,6 +447,19 @@ pub enum Method {
 }
 
 impl Method {
+    /// The HTTP method token.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+            Method::Options => "OPTIONS",
+        }
+    }
+
     /// Parses an HTTP method token (case-sensitive, as HTTP says).
     pub fn from_http(method: &str) -> Option<Method> {
         Some(match method {
@@ -492,6 +567,40 @@ impl Policy {
             }
             if issuer.leeway_seconds > 300 {
                 push(format!("{at}.leeway_seconds"), "must be at most 300");
+            }
+            if !(MIN_TOKEN_BYTES_LIMIT..=MAX_TOKEN_BYTES_LIMIT).contains(&issuer.max_token_bytes) {
+                push(
+                    format!("{at}.max_token_bytes"),
+                    "must be between 256 and 65536",
+                );
+            }
+            if issuer.keys.jwks_url.is_none() {
+                if issuer.keys.refresh_seconds.is_some() {
+                    push(
+                        format!("{at}.keys.refresh_seconds"),
+                        "only applies to keys fetched from `jwks_url`",
+                    );
+                }
+                if issuer.keys.max_stale_seconds.is_some() {
+                    push(
+                        format!("{at}.keys.max_stale_seconds"),
+                        "only applies to keys fetched from `jwks_url`",
+                    );
+                }
+            }
+            if let Some(refresh) = issuer.keys.refresh_seconds {
+                if !(30..=86_400).contains(&refresh) {
+                    push(
+                        format!("{at}.keys.refresh_seconds"),
+                        "must be between 30 and 86400",
+                    );
+                }
+            }
+            if issuer.keys.max_stale() > MAX_JWKS_MAX_STALE_SECONDS {
+                push(
+                    format!("{at}.keys.max_stale_seconds"),
+                    "must be at most 86400",
+                );
             }
             match (&issuer.keys.jwks_url, &issuer.keys.jwks) {
                 (Some(_), Some(_)) | (None, None) => push(
@@ -687,7 +796,8 @@ impl Policy {
         let mut out = Vec::new();
         for resource in &self.resources {
             for route in &resource.routes {
-                let settings = resource.waf.for_route(route.waf.as_ref());
+                let mut settings = resource.waf.for_route(route.waf.as_ref());
+                settings.route_methods = route.methods.clone();
                 if settings.mode != WafMode::Off {
                     out.push((waf_scope_key(&resource.name, &route.id), settings));
                 }
@@ -941,6 +1051,64 @@ resources:
         assert!(paths.contains(&"resources[0].routes[0].path"), "{paths:?}");
         assert!(paths.contains(&"resources[0].issuers[0]"), "{paths:?}");
         assert!(paths.contains(&"issuers[0].algorithms"), "{paths:?}");
+    }
+
+    #[test]
+    fn issuer_token_and_jwks_settings_default_and_are_validated() {
+        let policy = Policy::parse_yaml(GOOD).expect("valid");
+        assert_eq!(policy.issuers[0].max_token_bytes, DEFAULT_MAX_TOKEN_BYTES);
+        assert_eq!(policy.issuers[0].keys.refresh_seconds, None);
+        let json = serde_json::to_string(&policy).expect("json");
+        assert!(
+            !json.contains("max_token_bytes"),
+            "defaults stay implicit: {json}"
+        );
+
+        let remote = GOOD.replace(
+            "      jwks: {\"keys\": [{\"kty\": \"OKP\", \"crv\": \"Ed25519\", \"x\": \"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo\", \"kid\": \"k1\"}]}",
+            "      jwks_url: https://idp.example/jwks\n      refresh_seconds: 60\n      max_stale_seconds: 7200\n    max_token_bytes: 4096",
+        );
+        let policy = Policy::parse_yaml(&remote).expect("valid remote issuer");
+        assert_eq!(policy.issuers[0].keys.refresh_interval_seconds(), 60);
+        assert_eq!(policy.issuers[0].keys.max_stale(), 7200);
+        assert_eq!(policy.issuers[0].max_token_bytes, 4096);
+
+        let bad = remote
+            .replace("refresh_seconds: 60", "refresh_seconds: 5")
+            .replace("max_stale_seconds: 7200", "max_stale_seconds: 100000")
+            .replace("max_token_bytes: 4096", "max_token_bytes: 10");
+        let err = Policy::parse_yaml(&bad).expect_err("out of range");
+        let paths: Vec<&str> = err.0.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "issuers[0].max_token_bytes",
+                "issuers[0].keys.refresh_seconds",
+                "issuers[0].keys.max_stale_seconds"
+            ]
+        );
+
+        let inline = GOOD.replace(
+            "kid\": \"k1\"}]}",
+            "kid\": \"k1\"}]}\n      refresh_seconds: 60",
+        );
+        let err = Policy::parse_yaml(&inline).expect_err("inline keys are not refreshed");
+        assert_eq!(err.0[0].path, "issuers[0].keys.refresh_seconds");
+    }
+
+    #[test]
+    fn every_asymmetric_algorithm_can_be_written() {
+        let text = GOOD.replace(
+            "[EdDSA, ES256]",
+            "[RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA]",
+        );
+        let policy = Policy::parse_yaml(&text).expect("valid");
+        assert_eq!(policy.issuers[0].algorithms.len(), 9);
+        for alg in ["none", "None", "HS256", "HS384", "HS512", "ES512", "RS1"] {
+            let text = GOOD.replace("[EdDSA, ES256]", &format!("[{alg}]"));
+            let err = Policy::parse_yaml(&text).expect_err("refused");
+            assert_eq!(err.0[0].path, "issuers[0].algorithms[0]", "{alg}");
+        }
     }
 
     #[test]

@@ -53,6 +53,14 @@ pub enum Reason {
     WafOverloaded,
     /// The method is never served by the edge (e.g. `CONNECT`: it is not a forward proxy).
     MethodNotAllowed,
+    /// The token's JOSE header has a `crit` member: the edge understands no header extension,
+    /// so it cannot honour any that is critical (RFC 7515 §4.1.11).
+    TokenCritUnsupported,
+    /// The token is longer than its issuer's `max_token_bytes` (or the edge's absolute limit).
+    TokenTooLarge,
+    /// The issuer's JWK set could not be fetched for longer than its `max_stale_seconds`: the
+    /// keys held are too old to be trusted, so no token of that issuer is accepted.
+    TokenKeysUnavailable,
 }
 
 impl Reason {
@@ -81,6 +89,9 @@ impl Reason {
             Reason::WafBlocked => "waf_blocked",
             Reason::WafOverloaded => "waf_overloaded",
             Reason::MethodNotAllowed => "method_not_allowed",
+            Reason::TokenCritUnsupported => "token_crit_unsupported",
+            Reason::TokenTooLarge => "token_too_large",
+            Reason::TokenKeysUnavailable => "token_keys_unavailable",
         }
     }
 
@@ -97,7 +108,12 @@ impl Reason {
             | Reason::TokenBadAudience
             | Reason::TokenBadIssuer
             | Reason::TokenUnknownKey
-            | Reason::TokenAlgorithmNotAllowed => 401,
+            | Reason::TokenAlgorithmNotAllowed
+            | Reason::TokenCritUnsupported
+            | Reason::TokenTooLarge => 401,
+            // The caller's token may be fine; the edge cannot check it until the issuer's
+            // JWK set can be fetched again.
+            Reason::TokenKeysUnavailable => 503,
             Reason::ScopeMissing | Reason::GroupMissing => 403,
             Reason::HeadersTooLarge => 431,
             Reason::BodyTooLarge => 413,
@@ -128,6 +144,9 @@ mod tests {
             Reason::Allowed,
             Reason::TokenAlgorithmNotAllowed,
             Reason::ScopeMissing,
+            Reason::TokenCritUnsupported,
+            Reason::TokenTooLarge,
+            Reason::TokenKeysUnavailable,
         ] {
             let json = serde_json::to_string(&reason).expect("json");
             assert_eq!(json, format!("\"{}\"", reason.as_str()));
