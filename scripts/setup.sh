@@ -12,7 +12,7 @@ need_root() {
 
 APT_PACKAGES=(
   build-essential pkg-config ca-certificates curl jq git
-  libmodsecurity-dev modsecurity-crs
+  libmodsecurity-dev modsecurity-crs libjemalloc-dev
   postgresql postgresql-client
   python3 python3-venv
 )

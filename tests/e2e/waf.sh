@@ -15,6 +15,23 @@ scripts/setup.sh >/dev/null
 PROFILE=${SASE_PROFILE:-debug}
 if [ "$PROFILE" = release ]; then flag=--release; else flag=; fi
 cargo build -q $flag -p sase-control -p sase-edge -p sase-testkit
+# The edge's single malloc is jemalloc, for libmodsecurity and libstdc++ as for Rust
+# (edge/appliance/build.rs says why that is safe with modsecurity 0.1.4 and why it matters).
+bindings=$(LD_DEBUG=bindings "target/$PROFILE/sase-edge" --help 2>&1 >/dev/null || true)
+for want in "sase-edge \[0\] to [^ ]*libjemalloc.so.2 .*symbol \`malloc'" \
+            "sase-edge \[0\] to [^ ]*libjemalloc.so.2 .*symbol \`free'" \
+            "libmodsecurity.so.3 \[0\] to [^ ]*libjemalloc.so.2 .*symbol \`_Znwm'"; do
+  if ! grep -q "$want" <<<"$bindings"; then
+    echo "FAIL sase-edge: no dynamic binding matching: $want" >&2
+    exit 1
+  fi
+done
+if ! MALLOC_CONF=stats_print:true "target/$PROFILE/sase-edge" --help 2>&1 \
+    | grep -q 'opt.background_thread: true'; then
+  echo "FAIL sase-edge: jemalloc does not run with its compiled-in background_thread:true" >&2
+  exit 1
+fi
+echo "ok   sase-edge's malloc/free and libmodsecurity's operator new are jemalloc's (background purging on)"
 WORK=$(mktemp -d /tmp/sase-waf-e2e.XXXXXX)
 if "target/$PROFILE/sase-waf-e2e" test --bin-dir "target/$PROFILE" --work-dir "$WORK" \
   --corpus tests/e2e/data/benign.jsonl \

@@ -66,6 +66,10 @@ enum Command {
         /// Also write WAF rule matches to this file in ModSecurity's error-log style.
         #[arg(long = "waf-log")]
         waf_log: Option<PathBuf>,
+        /// WAF worker threads (default: two per core). Each runs one inspection at a time;
+        /// 32 requests per worker may wait, beyond that the resource's overload setting applies.
+        #[arg(long = "waf-workers", env = "SASE_EDGE_WAF_WORKERS", value_parser = clap::value_parser!(u16).range(1..=256))]
+        waf_workers: Option<u16>,
     },
 }
 
@@ -113,6 +117,7 @@ async fn main() -> anyhow::Result<()> {
             tls_key,
             upstream_timeout_secs,
             waf_log,
+            waf_workers,
         } => {
             if http_listen.is_none() && https_listen.is_none() {
                 bail!("give at least one of --http-listen or --https-listen");
@@ -125,6 +130,7 @@ async fn main() -> anyhow::Result<()> {
                 tls_cert.zip(tls_key),
                 upstream_timeout_secs,
                 waf_log,
+                waf_workers,
             )
             .await
         }
@@ -138,6 +144,7 @@ async fn run(
     tls_files: Option<(PathBuf, PathBuf)>,
     upstream_timeout_secs: u64,
     waf_log: Option<PathBuf>,
+    waf_workers: Option<u16>,
 ) -> anyhow::Result<()> {
     identity::prepare_data_dir(&dir)?;
     let identity = identity::load_identity(&dir)?;
@@ -213,7 +220,10 @@ async fn run(
                 .and_then(|(l, _)| l.local_addr().ok()),
             ..Limits::default()
         },
-        waf: WafStage::sized_to_cores(),
+        waf: match waf_workers {
+            Some(n) => WafStage::with_workers(usize::from(n)),
+            None => WafStage::sized_to_cores(),
+        },
         waf_log: match &waf_log {
             Some(path) => Some(
                 sase_edge::waf::MatchLog::open(path)
@@ -250,6 +260,7 @@ async fn run(
             }
         });
     }
+    tracing::info!(workers = edge.waf.workers(), "WAF pool started");
     println!(
         "sase-edge running: device={} listening on {}",
         identity.device_id,

@@ -8,14 +8,12 @@
 //! `on_overload` setting (fail closed with 503 by default) and audited.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use sase_model::audit::WafVerdict;
 use sase_model::policy::{Policy, WafMode, WafSettings};
 
 use sase_waf::{CrsPaths, Findings, RuleSet, WafEngine, WafError};
-use tokio::sync::Semaphore;
 
 pub use sase_model::policy::waf_scope_key as scope_key;
 
@@ -144,86 +142,105 @@ pub enum PoolOutcome<T> {
     Failed(WafError),
 }
 
-/// The engine and its bounded pool.
+/// A job as the workers see it: it answers its caller itself.
+type Task = Box<dyn FnOnce(&WafEngine) + Send>;
+
+/// The engine and its bounded pool of dedicated worker threads.
+///
+/// Requests go into a bounded queue that the workers take from directly: a worker that finishes
+/// an inspection starts the next at once, on the same thread (warm caches, and the same
+/// allocator thread cache for libmodsecurity's many small allocations). An earlier design
+/// (a semaphore, then `spawn_blocking`) left a core idle between inspections while the next
+/// waiter was woken on the reactor and handed to some blocking thread.
 pub struct WafStage {
-    engine: Arc<WafEngine>,
-    running: Arc<Semaphore>,
-    waiting: AtomicUsize,
-    max_queue: usize,
+    queue: flume::Sender<Task>,
+    workers: usize,
 }
 
 impl WafStage {
     /// A stage running at most `workers` inspections at once with `max_queue` more waiting.
     pub fn new(workers: usize, max_queue: usize) -> WafStage {
+        let engine = Arc::new(WafEngine::new());
+        let (queue, jobs) = flume::bounded::<Task>(max_queue);
+        let workers = workers.max(1);
+        for index in 0..workers {
+            let jobs = jobs.clone();
+            let engine = engine.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("waf-{index}"))
+                .spawn(move || {
+                    // Ends when the stage (the only sender) is dropped.
+                    for task in jobs.iter() {
+                        task(&engine);
+                    }
+                });
+            if let Err(err) = spawned {
+                tracing::error!(%err, index, "cannot start a WAF worker thread");
+            }
+        }
         WafStage {
-            engine: Arc::new(WafEngine::new()),
-            running: Arc::new(Semaphore::new(workers.max(1))),
-            waiting: AtomicUsize::new(0),
-            max_queue,
+            queue,
+            workers,
         }
     }
 
-    /// Sized to the machine: two workers per core (with one, a core idles from the end of an
-    /// inspection until the next queued request has been handed to a blocking thread), a queue
-    /// of 64 per core.
+    /// Sized to the machine: two workers per core and a queue of 32 per worker. Two per core
+    /// measured 10-15 % more requests per second than one per core on a 2-core machine
+    /// (`tests/perf/waf.sh`, docs/PERFORMANCE.md): a core's second worker runs while the first
+    /// waits to be scheduled behind the reactor thread on that core.
     pub fn sized_to_cores() -> WafStage {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        WafStage::new(2 * cores, 64 * cores)
+        WafStage::with_workers(2 * cores)
     }
 
-    /// Runs `job` on a blocking thread once a worker is free, or reports overload at once when
-    /// the queue is full.
+    /// `workers` workers and a queue of 32 per worker.
+    pub fn with_workers(workers: usize) -> WafStage {
+        WafStage::new(workers, 32 * workers.max(1))
+    }
+
+    /// Number of worker threads.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// Runs `job` on a worker thread, or reports overload at once when the queue is full.
+    ///
+    /// A caller that goes away while its job waits (the client disconnected) leaves the job in
+    /// the queue; the worker that reaches it sees nobody is waiting and skips it.
     pub async fn run<T, F>(&self, job: F) -> PoolOutcome<T>
     where
         T: Send + 'static,
         F: FnOnce(&WafEngine) -> Result<T, WafError> + Send + 'static,
     {
-        let permit = match self.running.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => {
-                // Leaves the queue however this future ends: returned, or dropped while waiting
-                // for a worker (the client went away). Decrementing after the `await` instead
-                // leaked one slot per dropped waiter until every request was "overloaded".
-                let _queued = Waiting::enter(&self.waiting);
-                if self.waiting.load(Ordering::SeqCst) > self.max_queue {
-                    return PoolOutcome::Overloaded;
-                }
-                let acquired = self.running.clone().acquire_owned().await;
-                match acquired {
-                    Ok(permit) => permit,
-                    Err(_) => return PoolOutcome::Overloaded,
-                }
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let task: Task = Box::new(move |engine| {
+            if answer.is_closed() {
+                return;
             }
-        };
-        let engine = self.engine.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            job(&engine)
-        })
-        .await;
-        match result {
-            Ok(Ok(value)) => PoolOutcome::Done(value),
-            Ok(Err(err)) => PoolOutcome::Failed(err),
-            Err(join) => {
-                PoolOutcome::Failed(WafError::Engine(format!("inspection task failed: {join}")))
+            let outcome =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(engine)));
+            let _ = answer.send(outcome);
+        });
+        match self.queue.try_send(task) {
+            Ok(()) => {}
+            Err(flume::TrySendError::Full(_)) => return PoolOutcome::Overloaded,
+            Err(flume::TrySendError::Disconnected(_)) => {
+                return PoolOutcome::Failed(WafError::Engine("no WAF worker is running".into()))
             }
         }
+        match answered.await {
+            Ok(Ok(Ok(value))) => PoolOutcome::Done(value),
+            Ok(Ok(Err(err))) => PoolOutcome::Failed(err),
+            Ok(Err(_panic)) => {
+                PoolOutcome::Failed(WafError::Engine("the inspection panicked".into()))
+            }
+            Err(_) => PoolOutcome::Failed(WafError::Engine("the WAF worker stopped".into())),
+        }
     }
-}
 
-/// One request waiting for a worker; leaving (however it happens) decrements the count.
-struct Waiting<'a>(&'a AtomicUsize);
-
-impl<'a> Waiting<'a> {
-    fn enter(count: &'a AtomicUsize) -> Waiting<'a> {
-        count.fetch_add(1, Ordering::SeqCst);
-        Waiting(count)
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+    /// Jobs waiting for a worker.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
     }
 }
 
@@ -341,76 +358,100 @@ pub fn skipped(settings: &WafSettings, why: &str) -> WafVerdict {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Occupies the only worker of `stage` until the returned sender is used or dropped.
+    async fn occupy_worker(
+        stage: &Arc<WafStage>,
+    ) -> (
+        std::sync::mpsc::Sender<()>,
+        tokio::task::JoinHandle<PoolOutcome<i32>>,
+    ) {
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+        let busy = {
+            let stage = stage.clone();
+            tokio::spawn(async move {
+                stage
+                    .run(move |_| {
+                        let _ = started_tx.send(());
+                        let _ = release_rx.recv();
+                        Ok(1)
+                    })
+                    .await
+            })
+        };
+        started_rx.await.expect("worker started");
+        (release_tx, busy)
+    }
+
+    /// Waits (without sleeping) until `stage` holds `n` queued jobs.
+    async fn until_queued(stage: &WafStage, n: usize) {
+        while stage.queued() != n {
+            tokio::task::yield_now().await;
+        }
+    }
 
     #[tokio::test]
     async fn a_full_pool_with_a_full_queue_reports_overload_without_running_the_job() {
         let stage = Arc::new(WafStage::new(1, 1));
-        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
-        // Occupies the only worker until released.
-        let busy = {
-            let stage = stage.clone();
-            tokio::spawn(async move {
-                stage
-                    .run(move |_| {
-                        let _ = started_tx.send(());
-                        let _ = release_rx.recv();
-                        Ok(1)
-                    })
-                    .await
-            })
-        };
-        started_rx.await.expect("worker started");
-        // Fills the queue.
+        let (release, busy) = occupy_worker(&stage).await;
         let queued = {
             let stage = stage.clone();
             tokio::spawn(async move { stage.run(|_| Ok(2)).await })
         };
-        while stage.waiting.load(Ordering::SeqCst) == 0 {
-            tokio::task::yield_now().await;
-        }
-        // Nothing left: overload, at once.
-        assert!(matches!(
-            stage.run(|_| Ok(3)).await,
-            PoolOutcome::Overloaded
-        ));
-        release_tx.send(()).expect("release");
+        until_queued(&stage, 1).await;
+        let ran = Arc::new(AtomicUsize::new(0));
+        let ran_in_job = ran.clone();
+        let outcome = stage
+            .run(move |_| {
+                ran_in_job.fetch_add(1, Ordering::SeqCst);
+                Ok(3)
+            })
+            .await;
+        assert!(matches!(outcome, PoolOutcome::Overloaded));
+        release.send(()).expect("release");
         assert!(matches!(busy.await.expect("join"), PoolOutcome::Done(1)));
         assert!(matches!(queued.await.expect("join"), PoolOutcome::Done(2)));
+        assert_eq!(ran.load(Ordering::SeqCst), 0, "an overloaded job must not run");
     }
 
     #[tokio::test]
-    async fn a_waiter_dropped_before_its_turn_leaves_the_queue() {
+    async fn a_job_whose_caller_left_is_skipped_and_the_pool_keeps_serving() {
         let stage = Arc::new(WafStage::new(1, 1));
-        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
-        let busy = {
+        let (release, busy) = occupy_worker(&stage).await;
+        let ran = Arc::new(AtomicUsize::new(0));
+        let waiter = {
             let stage = stage.clone();
+            let ran = ran.clone();
             tokio::spawn(async move {
                 stage
                     .run(move |_| {
-                        let _ = started_tx.send(());
-                        let _ = release_rx.recv();
-                        Ok(1)
+                        ran.fetch_add(1, Ordering::SeqCst);
+                        Ok(2)
                     })
                     .await
             })
         };
-        started_rx.await.expect("worker started");
-        let waiter = {
-            let stage = stage.clone();
-            tokio::spawn(async move { stage.run(|_| Ok(2)).await })
-        };
-        while stage.waiting.load(Ordering::SeqCst) == 0 {
-            tokio::task::yield_now().await;
-        }
-        // The client goes away while queued: its place must be given back.
+        until_queued(&stage, 1).await;
+        // The client goes away while queued.
         waiter.abort();
         let _ = waiter.await;
-        assert_eq!(stage.waiting.load(Ordering::SeqCst), 0);
-        release_tx.send(()).expect("release");
+        release.send(()).expect("release");
         assert!(matches!(busy.await.expect("join"), PoolOutcome::Done(1)));
-        assert!(matches!(stage.run(|_| Ok(3)).await, PoolOutcome::Done(3)));
+        // Every later request is served, never refused as overload.
+        for n in 0..10 {
+            assert!(matches!(stage.run(move |_| Ok(n)).await, PoolOutcome::Done(v) if v == n));
+        }
+        assert_eq!(ran.load(Ordering::SeqCst), 0, "the abandoned job must be skipped");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_fails_alone_and_the_worker_survives() {
+        let stage = WafStage::new(1, 4);
+        let outcome = stage.run::<i32, _>(|_| panic!("bad input")).await;
+        assert!(matches!(outcome, PoolOutcome::Failed(WafError::Engine(ref m)) if m.contains("panicked")));
+        assert!(matches!(stage.run(|_| Ok(7)).await, PoolOutcome::Done(7)));
     }
 
     #[test]
