@@ -2,7 +2,8 @@
 # The test command: installs what it needs (idempotent), then runs formatting and lint checks,
 # the wasm32 build of sase-model, every unit and integration test, the control-plane suite on
 # SQLite and on a throwaway real PostgreSQL, the spine end-to-end test on both backends, and
-# the fuzz smoke runs. Exits non-zero on the first failure.
+# the fuzz smoke runs, the WAF end-to-end and CRS conformance runs and the WAF benchmark's
+# smoke run. Exits non-zero on the first failure.
 #
 #   sudo ./scripts/test.sh
 set -euo pipefail
@@ -40,5 +41,8 @@ tests/e2e/waf.sh
 
 step "CRS 3.3.4 regression suite: edge vs nginx + ModSecurity (full, about a minute)"
 tests/conformance/crs.sh
+
+step "WAF throughput smoke: edge vs nginx + ModSecurity (debug build, 2 s per scenario; the figure comes from the full run, docs/PERFORMANCE.md)"
+SASE_PROFILE=debug WAF_PERF_SECONDS=2 WAF_PERF_ROUNDS=1 WAF_PERF_MIN_RATIO=0 tests/perf/waf.sh
 
 printf '\n=== all checks passed in %ss\n' "$((SECONDS - STARTED))"
