@@ -400,6 +400,13 @@ fn scope_actions(
          setvar:tx.outbound_anomaly_score_threshold={}",
         s.inbound_threshold, s.outbound_threshold
     );
+    if !s.route_methods.is_empty() {
+        // Read by CRS 911100; 901 sets its default only when the variable is still unset.
+        let mut methods: Vec<&str> = s.route_methods.iter().map(|m| m.as_str()).collect();
+        methods.sort_unstable();
+        methods.dedup();
+        let _ = write!(a, ",setvar:'tx.allowed_methods={}'", methods.join(" "));
+    }
     if s.mode == WafMode::Detect {
         a.push_str(",ctl:ruleEngine=DetectionOnly");
     }

@@ -4,7 +4,7 @@
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use sase_model::policy::{RuleExclusion, WafMode, WafSettings};
+use sase_model::policy::{Method, RuleExclusion, WafMode, WafSettings};
 use sase_waf::{CrsPaths, Findings, HttpRequest, HttpResponse, RuleSet, WafEngine, WafError};
 
 const BROWSER: &[(&[u8], &[u8])] = &[
@@ -64,6 +64,10 @@ fn scopes() -> Vec<(String, WafSettings)> {
         inbound_threshold: 20,
         ..WafSettings::default()
     };
+    let rest = WafSettings {
+        route_methods: vec![Method::Get, Method::Put, Method::Delete],
+        ..WafSettings::default()
+    };
     vec![
         ("block-pl1".into(), block),
         ("detect".into(), detect),
@@ -73,6 +77,7 @@ fn scopes() -> Vec<(String, WafSettings)> {
         ("detect-responses".into(), detect_responses),
         ("off".into(), off),
         ("lenient".into(), lenient),
+        ("rest".into(), rest),
     ]
 }
 
@@ -317,6 +322,30 @@ fn exclusions_by_id_tag_and_target_each_let_their_request_through() {
         930000..=930999,
         "traversal with exclusions",
     );
+}
+
+#[test]
+fn the_method_rule_allows_exactly_the_route_methods() {
+    for method in ["PUT", "DELETE", "GET"] {
+        let req = HttpRequest {
+            method,
+            ..get("/api/v1/cart/items/8412")
+        };
+        assert_clean(&inspect("rest", &req), &format!("{method} on a route that allows it"));
+    }
+    // PATCH is not among the route's methods (the gateway refuses it first; the WAF agrees).
+    let patch = HttpRequest {
+        method: "PATCH",
+        ..get("/api/v1/cart/items/8412")
+    };
+    assert!(ids(&inspect("rest", &patch)).contains(&911100));
+    // Without route methods the CRS default applies: PUT is refused by 911100.
+    let put = HttpRequest {
+        method: "PUT",
+        ..get("/api/v1/cart/items/8412")
+    };
+    let findings = inspect("block-pl1", &put);
+    assert!(findings.blocked && ids(&findings).contains(&911100));
 }
 
 #[test]
