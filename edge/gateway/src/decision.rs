@@ -3,10 +3,12 @@
 //! and `now`; the shell does all I/O. Also the client-facing error body of a refusal.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use sase_model::Reason;
 use serde_json::{Map, Value};
 
+use crate::cache::TokenCache;
 use crate::jwks::JwksStore;
 use crate::jwt::{self, TokenFailure};
 use crate::policy::CompiledPolicy;
@@ -90,6 +92,28 @@ pub fn decide(
     req: &RequestParts<'_>,
     now_ms: i64,
 ) -> Verdict {
+    decide_inner(policy, jwks, None, req, now_ms)
+}
+
+/// Like [`decide`], serving token verifications from `cache` when it holds a still valid one
+/// for the token (see [`TokenCache`]) and remembering new ones.
+pub fn decide_cached(
+    policy: &CompiledPolicy,
+    jwks: &JwksStore,
+    cache: &TokenCache,
+    req: &RequestParts<'_>,
+    now_ms: i64,
+) -> Verdict {
+    decide_inner(policy, jwks, Some(cache), req, now_ms)
+}
+
+fn decide_inner(
+    policy: &CompiledPolicy,
+    jwks: &JwksStore,
+    cache: Option<&TokenCache>,
+    req: &RequestParts<'_>,
+    now_ms: i64,
+) -> Verdict {
     let Some((resource, route)) = policy.find_route(req.method, req.host, req.path) else {
         return deny(Reason::RouteNotFound, "", "", None);
     };
@@ -115,10 +139,26 @@ pub fn decide(
         Ok(token) => token,
         Err(reason) => return refuse(reason, None),
     };
-    let verified = match jwt::verify(policy, jwks, resource, token, now_ms) {
-        Ok(verified) => verified,
-        Err(TokenFailure::Refuse(reason)) => return refuse(reason, None),
-        Err(TokenFailure::NeedKeys(issuer_id)) => return Verdict::NeedKeys { issuer_id },
+    let hash = cache.map(|_| TokenCache::hash(token));
+    let cached = match (cache, &hash) {
+        (Some(cache), Some(hash)) => cache.get(hash, policy.generation(), now_ms, |t| {
+            jwt::still_valid(policy, jwks, resource, t, now_ms)
+        }),
+        _ => None,
+    };
+    let verified = match cached {
+        Some(verified) => verified,
+        None => match jwt::verify(policy, jwks, resource, token, now_ms) {
+            Ok(verified) => {
+                let verified = Arc::new(verified);
+                if let (Some(cache), Some(hash)) = (cache, hash) {
+                    cache.insert(hash, verified.clone(), policy.generation(), now_ms);
+                }
+                verified
+            }
+            Err(TokenFailure::Refuse(reason)) => return refuse(reason, None),
+            Err(TokenFailure::NeedKeys(issuer_id)) => return Verdict::NeedKeys { issuer_id },
+        },
     };
     let identity = format!("{}|{}", verified.iss, verified.sub);
 
@@ -139,7 +179,7 @@ pub fn decide(
         return refuse(Reason::GroupMissing, Some(identity));
     }
 
-    allow(Some(identity), Some(verified.sub))
+    allow(Some(identity), Some(verified.sub.clone()))
 }
 
 fn deny(reason: Reason, resource: &str, route: &str, identity: Option<String>) -> Verdict {
@@ -211,6 +251,13 @@ fn message(reason: Reason) -> &'static str {
         Reason::WafBlocked => "the request was blocked by the web application firewall",
         Reason::WafOverloaded => "the service is busy; try again shortly",
         Reason::MethodNotAllowed => "this method is not served here",
+        Reason::TokenCritUnsupported => {
+            "the bearer token requires a header extension the gateway does not support"
+        }
+        Reason::TokenTooLarge => "the bearer token is too large",
+        Reason::TokenKeysUnavailable => {
+            "the keys of the token's issuer cannot be refreshed; try again later"
+        }
     }
 }
 

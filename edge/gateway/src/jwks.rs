@@ -1,14 +1,32 @@
-//! Keys of issuers whose JWK set is fetched from a `jwks_url`.
+//! Keys of issuers whose JWK set is fetched from a `jwks_url`, and the rotation logic around
+//! them (all with an injected `now`).
 //!
 //! The gateway never fetches anything itself: the shell (the edge daemon) owns a [`JwksStore`],
-//! fetches when [`crate::decide`] answers [`crate::Verdict::NeedKeys`] (or on its own schedule),
-//! and installs what it got. The store also rate-limits refetches so that tokens with made-up
-//! `kid`s cannot make the edge hammer an identity provider.
+//! fetches when [`crate::decide`] answers [`crate::Verdict::NeedKeys`] and when
+//! [`crate::CompiledPolicy::refreshes_due`] says a background refresh is due, and installs what
+//! it got. The store decides:
+//!
+//! * **refetch limit** — at most one fetch per issuer every [`REFETCH_INTERVAL_MS`], so that
+//!   tokens with made-up `kid`s cannot make the edge hammer an identity provider;
+//! * **background refresh** — due once the issuer's `refresh_seconds` have passed since the
+//!   last successful fetch (retried every 10 s while it fails);
+//! * **outage** — keys of the last successful fetch keep verifying tokens for
+//!   `refresh_seconds + max_stale_seconds` after that fetch; later, tokens of the issuer are
+//!   refused with `token_keys_unavailable` until a fetch succeeds.
+//!
+//! Keys are recorded with the URL they came from: when a policy points an issuer at another
+//! URL, keys fetched from the old one are no longer used. Every install gets a new key
+//! generation, which invalidates cached token verifications made with the previous keys.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::KeyError;
 use crate::keys::{parse_key_set_bytes, VerificationKey};
+use crate::policy::RemoteKeys;
+
+/// Source of key generations (process-wide, so that two stores never share one).
+static KEY_GENERATION: AtomicU64 = AtomicU64::new(1);
 
 /// Shortest time between two fetches of one issuer's JWK set, in milliseconds.
 pub const REFETCH_INTERVAL_MS: i64 = 10_000;
@@ -22,8 +40,23 @@ pub struct JwksStore {
 #[derive(Debug, Default)]
 struct IssuerKeys {
     keys: Vec<VerificationKey>,
+    /// The URL the keys were fetched from; `None` when installed without one (any URL).
+    url: Option<String>,
     installed_at_ms: Option<i64>,
     last_attempt_ms: Option<i64>,
+    generation: u64,
+}
+
+/// What the store holds for an issuer at a given time.
+#[derive(Debug)]
+pub(crate) enum HeldKeys<'a> {
+    /// Nothing was fetched (from the issuer's current URL) yet.
+    None,
+    /// Keys that may verify tokens now, with their generation.
+    Usable(&'a [VerificationKey], u64),
+    /// Keys too old to be trusted: the JWKS endpoint has been unreachable for longer than the
+    /// issuer allows.
+    Stale,
 }
 
 impl JwksStore {
@@ -48,13 +81,72 @@ impl JwksStore {
         jwks_json: &[u8],
         now_ms: i64,
     ) -> Result<usize, KeyError> {
+        self.install_inner(issuer_id, None, jwks_json, now_ms)
+    }
+
+    /// Like [`JwksStore::install`], recording the URL the set was fetched from: the keys are
+    /// only used while the policy names that URL for the issuer.
+    ///
+    /// # Errors
+    /// When the bytes are not a JWK set with at least one usable key; the keys held before are
+    /// then kept.
+    pub fn install_from(
+        &mut self,
+        issuer_id: &str,
+        url: &str,
+        jwks_json: &[u8],
+        now_ms: i64,
+    ) -> Result<usize, KeyError> {
+        self.install_inner(issuer_id, Some(url), jwks_json, now_ms)
+    }
+
+    fn install_inner(
+        &mut self,
+        issuer_id: &str,
+        url: Option<&str>,
+        jwks_json: &[u8],
+        now_ms: i64,
+    ) -> Result<usize, KeyError> {
         let entry = self.issuers.entry(issuer_id.to_string()).or_default();
         entry.last_attempt_ms = Some(now_ms);
         let keys = parse_key_set_bytes(jwks_json)?;
         let count = keys.len();
         entry.keys = keys;
+        entry.url = url.map(str::to_string);
         entry.installed_at_ms = Some(now_ms);
+        entry.generation = KEY_GENERATION.fetch_add(1, Ordering::Relaxed);
         Ok(count)
+    }
+
+    /// Whether a background fetch of this issuer's keys is due at `now_ms` (see
+    /// [`crate::CompiledPolicy::refreshes_due`]).
+    pub(crate) fn refresh_due(&self, issuer_id: &str, remote: &RemoteKeys, now_ms: i64) -> bool {
+        if !self.may_refetch(issuer_id, now_ms) {
+            return false;
+        }
+        match self.issuers.get(issuer_id) {
+            Some(entry) if entry.matches(&remote.url) => match entry.installed_at_ms {
+                Some(at) => now_ms < at || now_ms.saturating_sub(at) >= remote.refresh_ms,
+                None => true,
+            },
+            _ => true,
+        }
+    }
+
+    /// The keys that may verify a token of a `jwks_url` issuer at `now_ms`.
+    pub(crate) fn held(&self, issuer_id: &str, remote: &RemoteKeys, now_ms: i64) -> HeldKeys<'_> {
+        let Some(entry) = self.issuers.get(issuer_id) else {
+            return HeldKeys::None;
+        };
+        let Some(installed_at) = entry.installed_at_ms.filter(|_| entry.matches(&remote.url))
+        else {
+            return HeldKeys::None;
+        };
+        if remote.usable_at(installed_at, now_ms) {
+            HeldKeys::Usable(&entry.keys, entry.generation)
+        } else {
+            HeldKeys::Stale
+        }
     }
 
     /// Whether the shell may fetch this issuer's JWK set now: at most one fetch per issuer every
@@ -82,11 +174,19 @@ impl JwksStore {
     }
 
     /// The keys held for an issuer; `None` when none were ever installed.
+    #[cfg(test)]
     pub(crate) fn keys(&self, issuer_id: &str) -> Option<&[VerificationKey]> {
         self.issuers
             .get(issuer_id)
             .filter(|i| i.installed_at_ms.is_some())
             .map(|i| i.keys.as_slice())
+    }
+}
+
+impl IssuerKeys {
+    /// Whether these keys came from `url` (or were installed without a URL).
+    fn matches(&self, url: &str) -> bool {
+        self.url.as_deref().is_none_or(|u| u == url)
     }
 }
 

@@ -1,15 +1,24 @@
 //! Bearer token checks: from the `Authorization` header to a verified identity.
 //!
 //! Order of checks, each ending in a stable [`Reason`]:
-//! 1. the header must carry `Bearer <token>` of at most [`MAX_TOKEN_BYTES`];
-//! 2. the JOSE header must parse and its `alg` must be an asymmetric algorithm the policy
-//!    language can express (`none` and HMAC never are);
-//! 3. the unverified `iss` claim only selects which of the resource's trusted issuers to check
-//!    against; the algorithm must be in that issuer's allowlist;
-//! 4. the key is chosen by `kid` (or, without `kid`, the single key fitting the algorithm) from
-//!    the issuer's keys; keys embedded in the token (`jwk`, `jku`, `x5u`, `x5c`) are ignored;
-//! 5. `jsonwebtoken` verifies the signature with exactly that algorithm and checks `iss`, `aud`
-//!    and the presence of `exp` and `sub`;
+//! 1. the header must carry `Bearer <token>` of at most [`MAX_TOKEN_BYTES`], and the token may
+//!    be no longer than the largest `max_token_bytes` of the resource's issuers
+//!    (`token_too_large`) — before anything in it is decoded;
+//! 2. the JOSE header must parse (duplicate members refused) and its `alg` must be an
+//!    asymmetric algorithm the policy language can express (`none` and HMAC never are); a
+//!    `crit` member is refused (`token_crit_unsupported`): no extension is understood;
+//! 3. the payload must parse (duplicate claims refused: `serde_json` would silently keep the
+//!    last one); the unverified `iss` claim only selects which of the resource's trusted
+//!    issuers to check against; the token must fit that issuer's size cap and the algorithm
+//!    must be in its allowlist;
+//! 4. the key is chosen by `kid` (an opaque string compared for equality, never used as a path
+//!    or a URL) — or, without `kid`, the single key fitting the algorithm — from the issuer's
+//!    keys; keys and key locations in the token (`jwk`, `jku`, `x5u`, `x5c`) are ignored, never
+//!    fetched; keys of a `jwks_url` issuer too long unrefreshed are refused
+//!    (`token_keys_unavailable`);
+//! 5. `jsonwebtoken` (ring) verifies the signature with exactly that algorithm and checks
+//!    `iss`, `aud` and the presence of `exp` and `sub`; ECDSA signatures with `r` or `s` zero
+//!    (the "psychic signature") fail there;
 //! 6. `exp` and `nbf` are checked here against the injected clock (never the system clock).
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -20,12 +29,14 @@ use sase_model::policy::JwtAlgorithm;
 use sase_model::Reason;
 use serde_json::{Map, Value};
 
-use crate::jwks::JwksStore;
+use crate::jwks::{HeldKeys, JwksStore};
 use crate::keys::VerificationKey;
 use crate::policy::{CompiledIssuer, CompiledPolicy, CompiledResource, IssuerKeySource};
+use crate::strict_json;
 
-/// Longest bearer token accepted, in bytes.
-pub const MAX_TOKEN_BYTES: usize = 8192;
+/// Longest bearer token accepted whatever the issuer, in bytes (the largest value an issuer's
+/// `max_token_bytes` may take). Each issuer's own cap (8 KiB by default) applies below it.
+pub const MAX_TOKEN_BYTES: usize = sase_model::policy::MAX_TOKEN_BYTES_LIMIT as usize;
 
 /// Why a token did not verify.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +62,12 @@ pub(crate) struct VerifiedToken {
     pub(crate) sub: String,
     /// All claims.
     pub(crate) claims: Map<String, Value>,
+    /// Id of the policy issuer that verified it.
+    pub(crate) issuer_id: String,
+    /// Generation of the fetched keys that verified it (0 for keys written in the policy).
+    pub(crate) key_generation: u64,
+    /// Leeway of that issuer, in seconds.
+    pub(crate) leeway_seconds: u32,
 }
 
 /// The token of an `Authorization: Bearer <token>` header value.
@@ -65,7 +82,7 @@ pub(crate) fn bearer_token(authorization: Option<&str>) -> Result<&str, Reason> 
         return Err(Reason::TokenMissing);
     }
     if token.len() > MAX_TOKEN_BYTES {
-        return Err(Reason::TokenInvalid);
+        return Err(Reason::TokenTooLarge);
     }
     Ok(token)
 }
@@ -78,6 +95,9 @@ pub(crate) fn verify(
     token: &str,
     now_ms: i64,
 ) -> Result<VerifiedToken, TokenFailure> {
+    if token.len() > policy.largest_token_limit(resource) {
+        return Err(Reason::TokenTooLarge.into());
+    }
     let mut parts = token.split('.');
     let (Some(header_b64), Some(payload_b64), Some(_signature), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -95,7 +115,7 @@ pub(crate) fn verify(
     let alg = parse_algorithm(alg_name).ok_or(Reason::TokenAlgorithmNotAllowed)?;
     if header.contains_key("crit") {
         // No header extension is understood, so none can be critical (RFC 7515 §4.1.11).
-        return Err(Reason::TokenInvalid.into());
+        return Err(Reason::TokenCritUnsupported.into());
     }
     let parsed_header = jsonwebtoken::decode_header(token).map_err(|_| Reason::TokenInvalid)?;
     let jwt_alg = library_algorithm(alg);
@@ -115,11 +135,15 @@ pub(crate) fn verify(
         .filter_map(|&i| policy.issuers.get(i))
         .find(|issuer| issuer.issuer == iss)
         .ok_or(Reason::TokenBadIssuer)?;
+    if token.len() > issuer.max_token_bytes {
+        return Err(Reason::TokenTooLarge.into());
+    }
     if !issuer.algorithms.contains(&alg) {
         return Err(Reason::TokenAlgorithmNotAllowed.into());
     }
 
-    let key = select_key(issuer, jwks, parsed_header.kid.as_deref(), alg)?;
+    let (key, key_generation) =
+        select_key(issuer, jwks, parsed_header.kid.as_deref(), alg, now_ms)?;
 
     let mut validation = Validation::new(jwt_alg);
     validation.algorithms = vec![jwt_alg];
@@ -131,9 +155,11 @@ pub(crate) fn verify(
     validation.validate_exp = false;
     validation.validate_nbf = false;
     validation.validate_aud = true;
-    let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation)
+    // The library parses the claims again (keeping the last of duplicates); the claims used
+    // below are our own parse, which refused duplicates, and equal the library's otherwise.
+    jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation)
         .map_err(|e| map_library_error(e.kind()))?;
-    let claims = data.claims;
+    let claims = payload;
 
     check_times(&claims, issuer.leeway_seconds, now_ms)?;
 
@@ -147,21 +173,55 @@ pub(crate) fn verify(
         iss: issuer.issuer.clone(),
         sub,
         claims,
+        issuer_id: issuer.id.clone(),
+        key_generation,
+        leeway_seconds: issuer.leeway_seconds,
     })
 }
 
-/// Chooses the verification key for a token.
+/// Whether a verification made earlier (and cached) still holds for `resource` at `now_ms`: its
+/// issuer is trusted by the resource and, for a `jwks_url` issuer, the keys held are the same
+/// install as the ones that verified it and are still usable. (The caller checks the policy
+/// generation and the token's times.)
+pub(crate) fn still_valid(
+    policy: &CompiledPolicy,
+    jwks: &JwksStore,
+    resource: &CompiledResource,
+    token: &VerifiedToken,
+    now_ms: i64,
+) -> bool {
+    let Some(issuer) = resource
+        .issuers
+        .iter()
+        .filter_map(|&i| policy.issuers.get(i))
+        .find(|issuer| issuer.id == token.issuer_id)
+    else {
+        return false;
+    };
+    match &issuer.keys {
+        IssuerKeySource::Static(_) => true,
+        IssuerKeySource::Url(remote) => matches!(
+            jwks.held(&issuer.id, remote, now_ms),
+            HeldKeys::Usable(_, generation) if generation == token.key_generation
+        ),
+    }
+}
+
+/// Chooses the verification key for a token; also returns the key generation (0 for keys
+/// written in the policy).
 fn select_key<'k>(
     issuer: &'k CompiledIssuer,
     jwks: &'k JwksStore,
     kid: Option<&str>,
     alg: JwtAlgorithm,
-) -> Result<&'k VerificationKey, TokenFailure> {
-    let (keys, fetched) = match &issuer.keys {
-        IssuerKeySource::Static(keys) => (keys.as_slice(), false),
-        IssuerKeySource::Url(_) => match jwks.keys(&issuer.id) {
-            Some(keys) => (keys, true),
-            None => return Err(TokenFailure::NeedKeys(issuer.id.clone())),
+    now_ms: i64,
+) -> Result<(&'k VerificationKey, u64), TokenFailure> {
+    let (keys, fetched, generation) = match &issuer.keys {
+        IssuerKeySource::Static(keys) => (keys.as_slice(), false, 0),
+        IssuerKeySource::Url(remote) => match jwks.held(&issuer.id, remote, now_ms) {
+            HeldKeys::Usable(keys, generation) => (keys, true, generation),
+            HeldKeys::None => return Err(TokenFailure::NeedKeys(issuer.id.clone())),
+            HeldKeys::Stale => return Err(Reason::TokenKeysUnavailable.into()),
         },
     };
     match kid {
@@ -180,12 +240,13 @@ fn select_key<'k>(
             // The named key must be able to verify this algorithm.
             named
                 .find(|k| k.usable_for(alg))
+                .map(|k| (k, generation))
                 .ok_or(Reason::TokenInvalid.into())
         }
         None => {
             let mut usable = keys.iter().filter(|k| k.usable_for(alg));
             match (usable.next(), usable.next()) {
-                (Some(key), None) => Ok(key),
+                (Some(key), None) => Ok((key, generation)),
                 _ => Err(Reason::TokenUnknownKey.into()),
             }
         }
@@ -193,7 +254,7 @@ fn select_key<'k>(
 }
 
 /// `exp` (required) and `nbf` (optional) against `now_ms`, with the issuer's leeway.
-fn check_times(
+pub(crate) fn check_times(
     claims: &Map<String, Value>,
     leeway_seconds: u32,
     now_ms: i64,
@@ -240,13 +301,16 @@ fn map_library_error(kind: &ErrorKind) -> Reason {
     }
 }
 
-/// Base64url (no padding) JSON object, as JWS header and payload are.
+/// Base64url (no padding) JSON object, as JWS header and payload are; duplicate members are
+/// refused.
 fn decode_json_object(part: &str) -> Option<Map<String, Value>> {
     let bytes = URL_SAFE_NO_PAD.decode(part).ok()?;
-    match serde_json::from_slice(&bytes).ok()? {
-        Value::Object(map) => Some(map),
-        _ => None,
-    }
+    strict_json::parse_object(&bytes)
+}
+
+/// The `exp` claim as whole seconds (for the cache of verified tokens).
+pub(crate) fn expiry_seconds(claims: &Map<String, Value>) -> Option<i64> {
+    claims.get("exp").and_then(numeric_date)
 }
 
 /// The algorithms the policy language can express; anything else (`none`, `HS256`, …) is
@@ -295,7 +359,7 @@ mod tests {
         assert_eq!(bearer_token(Some("Basic abc")), Err(Reason::TokenMissing));
         assert_eq!(bearer_token(Some("Bearerabc")), Err(Reason::TokenMissing));
         let huge = format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES + 1));
-        assert_eq!(bearer_token(Some(&huge)), Err(Reason::TokenInvalid));
+        assert_eq!(bearer_token(Some(&huge)), Err(Reason::TokenTooLarge));
         let max = format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES));
         assert!(bearer_token(Some(&max)).is_ok());
     }

@@ -3,23 +3,30 @@
 //! receives requests, fetches JWK sets and forwards to upstreams; this crate only decides.
 //!
 //! * [`CompiledPolicy`] — a verified policy bundle compiled once for enforcement.
-//! * [`JwksStore`] — keys of `jwks_url` issuers, fetched by the shell, with a refetch limit.
-//! * [`decide`] — the verdict for one request: route, bearer token, scopes and groups.
+//! * [`JwksStore`] — keys of `jwks_url` issuers, fetched by the shell: refetch limit,
+//!   background refresh schedule, bounded use of cached keys during a JWKS outage.
+//! * [`TokenCache`] — verified tokens by SHA-256, until `exp`, never across a policy or key
+//!   change.
+//! * [`decide`] / [`decide_cached`] — the verdict for one request: route, bearer token, scopes
+//!   and groups.
 //! * [`error_body`] — the JSON body the shell sends with a refusal.
 //!
 //! Deny by default: a request that matches no route is refused, and a token is only accepted
 //! when signed with an algorithm from its issuer's allowlist by one of that issuer's keys.
 
+mod cache;
 mod decision;
 mod error;
 mod jwks;
 mod jwt;
 mod keys;
 mod policy;
+mod strict_json;
 
-pub use decision::{decide, error_body, Allowed, Denied, RequestParts, Verdict};
+pub use cache::{TokenCache, DEFAULT_TOKEN_CACHE_ENTRIES};
+pub use decision::{decide, decide_cached, error_body, Allowed, Denied, RequestParts, Verdict};
 pub use error::{CompileError, KeyError};
 pub use jwks::{JwksStore, REFETCH_INTERVAL_MS};
 pub use jwt::MAX_TOKEN_BYTES;
 pub use keys::{MAX_JWKS_BYTES, MAX_JWKS_KEYS};
-pub use policy::CompiledPolicy;
+pub use policy::{CompiledPolicy, RemoteKeys};

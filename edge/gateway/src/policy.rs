@@ -3,12 +3,19 @@
 //! bundle. Also the first decision step, choosing the resource and route of a request.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sase_model::policy::{JwtAlgorithm, Method, PathTemplate};
 use sase_model::BundlePayload;
 
 use crate::error::CompileError;
+use crate::jwks::JwksStore;
 use crate::keys::{parse_key_set, VerificationKey};
+
+/// Source of [`CompiledPolicy::generation`]: every compilation gets a new number, so that
+/// anything derived from one compiled policy (cached token verifications) can tell it apart
+/// from any other, even one compiled from the same bundle version.
+static GENERATION: AtomicU64 = AtomicU64::new(1);
 
 /// A policy bundle ready for [`crate::decide`]. Built once per bundle; immutable, `Send` and
 /// `Sync`, so it can be shared behind an `Arc` and swapped when a new bundle arrives.
@@ -16,6 +23,7 @@ use crate::keys::{parse_key_set, VerificationKey};
 pub struct CompiledPolicy {
     tenant_id: String,
     version: u64,
+    generation: u64,
     pub(crate) issuers: Vec<CompiledIssuer>,
     /// Group name -> member subjects.
     pub(crate) groups: BTreeMap<String, BTreeSet<String>>,
@@ -31,6 +39,8 @@ pub(crate) struct CompiledIssuer {
     pub(crate) audiences: Vec<String>,
     pub(crate) algorithms: Vec<JwtAlgorithm>,
     pub(crate) leeway_seconds: u32,
+    /// Longest token accepted, in bytes.
+    pub(crate) max_token_bytes: usize,
     pub(crate) keys: IssuerKeySource,
 }
 
@@ -39,8 +49,30 @@ pub(crate) struct CompiledIssuer {
 pub(crate) enum IssuerKeySource {
     /// Written into the policy, compiled with it.
     Static(Vec<VerificationKey>),
-    /// Fetched by the shell from this URL and held in a [`crate::JwksStore`].
-    Url(String),
+    /// Fetched by the shell from a URL and held in a [`crate::JwksStore`].
+    Url(RemoteKeys),
+}
+
+/// A `jwks_url` issuer's fetch settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteKeys {
+    /// Where the JWK set is fetched from.
+    pub url: String,
+    /// Background refresh interval, in milliseconds.
+    pub refresh_ms: i64,
+    /// How long keys may be used past a due refresh that did not succeed, in milliseconds.
+    pub max_stale_ms: i64,
+}
+
+impl RemoteKeys {
+    /// Whether keys installed at `installed_at_ms` may still verify tokens at `now_ms`: until
+    /// one refresh interval plus the stale allowance has passed since they were fetched.
+    pub(crate) fn usable_at(&self, installed_at_ms: i64, now_ms: i64) -> bool {
+        now_ms
+            < installed_at_ms
+                .saturating_add(self.refresh_ms)
+                .saturating_add(self.max_stale_ms)
+    }
 }
 
 /// A protected resource.
@@ -87,7 +119,11 @@ impl CompiledPolicy {
                         }
                     })?)
                 }
-                (Some(url), None) => IssuerKeySource::Url(url.clone()),
+                (Some(url), None) => IssuerKeySource::Url(RemoteKeys {
+                    url: url.clone(),
+                    refresh_ms: i64::from(issuer.keys.refresh_interval_seconds()) * 1000,
+                    max_stale_ms: i64::from(issuer.keys.max_stale()) * 1000,
+                }),
                 // Validation guarantees one of the two; refuse rather than trust nothing silently.
                 (None, None) => {
                     return Err(CompileError::IssuerKeys {
@@ -102,6 +138,7 @@ impl CompiledPolicy {
                 audiences: issuer.audiences.clone(),
                 algorithms: issuer.algorithms.clone(),
                 leeway_seconds: issuer.leeway_seconds,
+                max_token_bytes: usize::try_from(issuer.max_token_bytes).unwrap_or(usize::MAX),
                 keys,
             });
         }
@@ -159,6 +196,7 @@ impl CompiledPolicy {
         Ok(CompiledPolicy {
             tenant_id: payload.tenant_id.clone(),
             version: payload.version,
+            generation: GENERATION.fetch_add(1, Ordering::Relaxed),
             issuers,
             groups,
             resources,
@@ -175,15 +213,49 @@ impl CompiledPolicy {
         &self.tenant_id
     }
 
+    /// A number unique to this compilation within the process (see the cache of verified
+    /// tokens, which never serves a verification made under another policy).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// `(issuer id, URL)` of every issuer whose keys come from a `jwks_url`.
     pub fn jwks_urls(&self) -> Vec<(String, String)> {
-        self.issuers
-            .iter()
-            .filter_map(|issuer| match &issuer.keys {
-                IssuerKeySource::Url(url) => Some((issuer.id.clone(), url.clone())),
-                IssuerKeySource::Static(_) => None,
-            })
+        self.remote_issuers()
+            .map(|(id, remote)| (id.to_string(), remote.url.clone()))
             .collect()
+    }
+
+    /// `(issuer id, fetch settings)` of every `jwks_url` issuer.
+    pub fn remote_issuers(&self) -> impl Iterator<Item = (&str, &RemoteKeys)> {
+        self.issuers.iter().filter_map(|issuer| match &issuer.keys {
+            IssuerKeySource::Url(remote) => Some((issuer.id.as_str(), remote)),
+            IssuerKeySource::Static(_) => None,
+        })
+    }
+
+    /// `(issuer id, URL)` of the `jwks_url` issuers whose JWK set the shell should fetch at
+    /// `now_ms` in the background: never fetched from this URL, or fetched longer than the
+    /// refresh interval ago — and in either case not attempted within the last
+    /// [`crate::REFETCH_INTERVAL_MS`] (so an unreachable endpoint is retried every 10 s, not
+    /// hammered).
+    pub fn refreshes_due(&self, store: &JwksStore, now_ms: i64) -> Vec<(String, String)> {
+        self.remote_issuers()
+            .filter(|(id, remote)| store.refresh_due(id, remote, now_ms))
+            .map(|(id, remote)| (id.to_string(), remote.url.clone()))
+            .collect()
+    }
+
+    /// The largest `max_token_bytes` among the issuers a resource trusts (0 when it trusts
+    /// none): longer tokens are refused before anything in them is decoded.
+    pub(crate) fn largest_token_limit(&self, resource: &CompiledResource) -> usize {
+        resource
+            .issuers
+            .iter()
+            .filter_map(|&i| self.issuers.get(i))
+            .map(|issuer| issuer.max_token_bytes)
+            .max()
+            .unwrap_or(0)
     }
 
     /// The resource and route for a request: among resources naming the host (in policy order),
