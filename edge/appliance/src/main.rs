@@ -232,10 +232,8 @@ async fn run(
             None => None,
         },
     });
-    if let Some(active) = policy.snapshot() {
-        let edge = edge.clone();
-        tokio::spawn(async move { sase_edge::jwks::refresh_all(&edge, &active).await });
-    }
+    // Fetches the keys of `jwks_url` issuers at once for the stored policy, then on schedule.
+    tokio::spawn(sase_edge::jwks::run_refresher(edge.clone()));
 
     let mut urls = Vec::new();
     if let Some(l) = http_listener {

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use ed25519_dalek::VerifyingKey;
-use sase_gateway::{CompiledPolicy, JwksStore};
+use sase_gateway::{CompiledPolicy, JwksStore, TokenCache};
 use sase_model::bundle::SignedBundle;
 use tokio::sync::watch;
 
@@ -47,6 +47,8 @@ pub struct PolicyHolder {
     crs: sase_waf::CrsPaths,
     /// Keys of `jwks_url` issuers, fetched by the daemon.
     pub jwks: RwLock<JwksStore>,
+    /// Verified tokens (by SHA-256), emptied whenever a new policy is swapped in.
+    pub tokens: TokenCache,
 }
 
 impl PolicyHolder {
@@ -69,6 +71,7 @@ impl PolicyHolder {
             bundle_path,
             crs,
             jwks: RwLock::new(JwksStore::new()),
+            tokens: TokenCache::new(),
         }
     }
 
@@ -136,6 +139,9 @@ impl PolicyHolder {
             version,
             digest,
         })));
+        // Entries are tied to the compilation they were verified under and would never be
+        // served again; free them now.
+        self.tokens.clear();
         Ok(ApplyOutcome::Applied(version))
     }
 }

@@ -21,7 +21,7 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
 use rand::RngCore;
-use sase_gateway::{decide, error_body, RequestParts, Verdict};
+use sase_gateway::{decide_cached, error_body, RequestParts, Verdict};
 use sase_model::audit::{Decision, EventKind, HttpDetails};
 use sase_model::{AuditEvent, Reason};
 
@@ -349,13 +349,25 @@ async fn handle_inner(
 
     let mut verdict = {
         let jwks = edge.policy.jwks.read().unwrap_or_else(|p| p.into_inner());
-        decide(&policy.compiled, &jwks, &request_parts, now_ms())
+        decide_cached(
+            &policy.compiled,
+            &jwks,
+            &edge.policy.tokens,
+            &request_parts,
+            now_ms(),
+        )
     };
     if let Verdict::NeedKeys { issuer_id } = &verdict {
         let issuer_id = issuer_id.clone();
         crate::jwks::refresh(edge, &policy, &issuer_id).await;
         let jwks = edge.policy.jwks.read().unwrap_or_else(|p| p.into_inner());
-        verdict = decide(&policy.compiled, &jwks, &request_parts, now_ms());
+        verdict = decide_cached(
+            &policy.compiled,
+            &jwks,
+            &edge.policy.tokens,
+            &request_parts,
+            now_ms(),
+        );
     }
     let allowed = match verdict {
         Verdict::Allow(allowed) => allowed,
