@@ -5,7 +5,9 @@
 //! - [`demo_app`]: the sample protected upstream app (behind the
 //!   `sase-demo-app` binary).
 //! - [`process`]: child-process and readiness helpers for end-to-end drivers.
+//! - [`stack`]: a control plane with an enrolled edge, started for end-to-end drivers.
 
 pub mod demo_app;
 pub mod issuer;
 pub mod process;
+pub mod stack;
