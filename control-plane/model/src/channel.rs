@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::audit::AuditEvent;
+use crate::audit::{AuditEvent, BatchSignature};
 use crate::bundle::SignedBundle;
 
 /// Most events the edge sends in one batch.
@@ -36,6 +36,10 @@ pub enum EdgeMessage {
     AuditBatch {
         /// The events (at most [`MAX_AUDIT_BATCH`]).
         events: Vec<AuditEvent>,
+        /// The device's signature over the batch (absent from edges older than batch
+        /// signatures; such batches are stored unsigned and flagged by `sase-audit verify`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signature: Option<BatchSignature>,
     },
     /// The edge applied a bundle.
     PolicyApplied {

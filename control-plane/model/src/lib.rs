@@ -6,7 +6,10 @@
 //!   valid [`policy::Policy`] values.
 //! * [`canonical`] — canonical JSON serialisation, the byte form that is signed and hashed.
 //! * [`bundle`] — Ed25519-signed policy bundles and their verification on the edge.
-//! * [`audit`] — audit events, their per-device hash chain and the chain verifier.
+//! * [`audit`] — audit events, their per-device hash chain and the chain verifier; the bytes a
+//!   device signs for an uploaded batch.
+//! * [`merkle`] — RFC 6962 Merkle trees over stored events, inclusion proofs, signed tree heads.
+//! * [`audit_export`] — the JSON-lines audit export checked offline by `sase-audit verify`.
 //! * [`fleet`] — tenants, sites, devices and enrolment messages.
 //! * [`channel`] — the messages carried on the edge <-> control-plane channel.
 //! * [`reason`] — stable reason codes carried by every decision.
@@ -15,10 +18,12 @@
 //! `wasm32-unknown-unknown` (the console reuses the validation).
 
 pub mod audit;
+pub mod audit_export;
 pub mod bundle;
 pub mod canonical;
 pub mod channel;
 pub mod fleet;
+pub mod merkle;
 pub mod policy;
 pub mod reason;
 

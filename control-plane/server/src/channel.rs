@@ -236,7 +236,7 @@ async fn handle(
                 .await;
             Ok(Vec::new())
         }
-        EdgeMessage::AuditBatch { events } => {
+        EdgeMessage::AuditBatch { events, .. } => {
             if events.len() > MAX_AUDIT_BATCH {
                 return Ok(vec![ControlMessage::AuditNack {
                     resend_from: events.first().map_or(1, |e| e.seq),

@@ -24,10 +24,14 @@ const UPLOAD_WINDOW: u64 = 5_000;
 const HEARTBEAT: Duration = Duration::from_secs(10);
 
 /// Runs the channel forever.
-pub async fn run(edge: Arc<Edge>, tls: Arc<rustls::ClientConfig>) {
+pub async fn run(
+    edge: Arc<Edge>,
+    tls: Arc<rustls::ClientConfig>,
+    signer: Arc<crate::identity::BatchSigner>,
+) {
     let mut backoff = Duration::from_millis(200);
     loop {
-        match session(&edge, &tls).await {
+        match session(&edge, &tls, &signer).await {
             Ok(()) => {
                 tracing::info!("control-plane channel closed; reconnecting");
                 backoff = Duration::from_millis(200);
@@ -79,7 +83,11 @@ pub fn policy_event(
     }
 }
 
-async fn session(edge: &Arc<Edge>, tls: &Arc<rustls::ClientConfig>) -> anyhow::Result<()> {
+async fn session(
+    edge: &Arc<Edge>,
+    tls: &Arc<rustls::ClientConfig>,
+    signer: &Arc<crate::identity::BatchSigner>,
+) -> anyhow::Result<()> {
     let url = url::Url::parse(&edge.identity.channel_url).context("channel URL")?;
     let host = url
         .host_str()
@@ -127,14 +135,22 @@ async fn session(edge: &Arc<Edge>, tls: &Arc<rustls::ClientConfig>) -> anyhow::R
             while sent_up_to < head && sent_up_to.saturating_sub(acked_seq) < UPLOAD_WINDOW {
                 let spool = edge.spool.clone();
                 let after = sent_up_to;
-                let batch =
-                    tokio::task::spawn_blocking(move || spool.read_after(after, MAX_AUDIT_BATCH))
-                        .await??;
+                let signer = signer.clone();
+                let identity = edge.identity.clone();
+                let (batch, signature) = tokio::task::spawn_blocking(move || {
+                    let batch = spool.read_after(after, MAX_AUDIT_BATCH)?;
+                    let signature = signer.sign(&identity, &batch)?;
+                    anyhow::Ok((batch, signature))
+                })
+                .await??;
                 let Some(last) = batch.last().map(|e| e.seq) else {
                     break;
                 };
-                sink.send(send(&EdgeMessage::AuditBatch { events: batch })?)
-                    .await?;
+                sink.send(send(&EdgeMessage::AuditBatch {
+                    events: batch,
+                    signature,
+                })?)
+                .await?;
                 sent_up_to = last;
             }
         }

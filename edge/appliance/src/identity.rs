@@ -170,6 +170,74 @@ fn root_store(path: &Path) -> anyhow::Result<rustls::RootCertStore> {
     Ok(roots)
 }
 
+/// Signs audit batches with the device's TLS key (the key the tenant CA certified at
+/// enrolment; ECDSA P-256 for every device enrolled by this software).
+pub struct BatchSigner {
+    key: ring::signature::EcdsaKeyPair,
+    rng: ring::rand::SystemRandom,
+}
+
+impl std::fmt::Debug for BatchSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BatchSigner(ecdsa-p256-sha256)")
+    }
+}
+
+impl BatchSigner {
+    /// Loads `device.key`.
+    ///
+    /// # Errors
+    /// When the key is missing or is not an ECDSA P-256 PKCS#8 key.
+    pub fn load(dir: &DataDir) -> anyhow::Result<BatchSigner> {
+        let pem = std::fs::read(dir.key()).with_context(|| dir.key().display().to_string())?;
+        let der = match rustls_pemfile::private_key(&mut pem.as_slice())
+            .context("device.key")?
+            .context("device.key holds no key")?
+        {
+            rustls::pki_types::PrivateKeyDer::Pkcs8(der) => der.secret_pkcs8_der().to_vec(),
+            _ => bail!("device.key is not a PKCS#8 key; audit batches cannot be signed"),
+        };
+        let rng = ring::rand::SystemRandom::new();
+        let key = ring::signature::EcdsaKeyPair::from_pkcs8(
+            &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+            &der,
+            &rng,
+        )
+        .map_err(|e| anyhow::anyhow!("device.key is not an ECDSA P-256 key: {e}"))?;
+        Ok(BatchSigner { key, rng })
+    }
+
+    /// Signs a batch of this device's chain (see `sase_model::audit::batch_signing_bytes`).
+    ///
+    /// # Errors
+    /// When the signing primitive fails (it does not for a valid key).
+    pub fn sign(
+        &self,
+        identity: &DeviceIdentity,
+        events: &[sase_model::AuditEvent],
+    ) -> anyhow::Result<Option<sase_model::audit::BatchSignature>> {
+        use base64::Engine as _;
+        let (Some(first), Some(last)) = (events.first(), events.last()) else {
+            return Ok(None);
+        };
+        let message = sase_model::audit::batch_signing_bytes(
+            &identity.tenant_id,
+            &identity.device_id,
+            first.seq,
+            last.seq,
+            &last.hash(),
+        );
+        let sig = self
+            .key
+            .sign(&self.rng, &message)
+            .map_err(|_| anyhow::anyhow!("signing the audit batch failed"))?;
+        Ok(Some(sase_model::audit::BatchSignature {
+            alg: sase_model::audit::ALG_ECDSA_P256_SHA256.to_string(),
+            sig: base64::engine::general_purpose::STANDARD.encode(sig.as_ref()),
+        }))
+    }
+}
+
 /// Enrols this device: generates its key pair, sends a CSR with the claim code, and stores
 /// what comes back. Refuses to overwrite an existing enrolment.
 ///

@@ -173,6 +173,7 @@ async fn run(
         }
     }
     let channel_tls = identity::channel_tls_config(&dir)?;
+    let batch_signer = Arc::new(identity::BatchSigner::load(&dir)?);
     let upstream = reqwest::Client::builder()
         .pool_idle_timeout(Duration::from_secs(60))
         .redirect(reqwest::redirect::Policy::none())
@@ -244,7 +245,7 @@ async fn run(
         urls.push(format!("https://{}", l.local_addr()?));
         tokio::spawn(listener::serve(l, Some(tls), edge.clone()));
     }
-    tokio::spawn(channel::run(edge.clone(), channel_tls));
+    tokio::spawn(channel::run(edge.clone(), channel_tls, batch_signer));
     {
         let spool = spool.clone();
         tokio::spawn(async move {

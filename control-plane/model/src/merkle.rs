@@ -1,0 +1,392 @@
+//! RFC 6962 (Certificate Transparency) Merkle trees over audit events, and signed tree heads.
+//!
+//! The control plane keeps, per tenant, an append-only log of every stored event's hash. A leaf
+//! is `SHA-256(0x00 || event hash)`, an interior node `SHA-256(0x01 || left || right)`; the tree
+//! of `n` leaves splits at the largest power of two below `n` (RFC 6962 §2.1), which is the same
+//! as building it bottom-up level by level and carrying an odd last node up unchanged. A
+//! [`SignedTreeHead`] (size, root, time) is signed with the control plane's Ed25519 key; an
+//! inclusion proof shows that one event is leaf `i` of the tree behind a signed head.
+//!
+//! Pure: no I/O, no clock (the caller passes `now`).
+
+use base64::Engine as _;
+use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// A SHA-256 value.
+pub type Hash = [u8; 32];
+
+/// Domain separator of a signed tree head (so that it can never be mistaken for anything else
+/// signed with the same key).
+pub const TREE_HEAD_DOMAIN: &str = "sase-audit-tree-head-v1";
+
+/// Leaf hash of an event whose chain hash is `event_hash`.
+pub fn leaf_hash(event_hash: &Hash) -> Hash {
+    let mut h = Sha256::new();
+    h.update([0u8]);
+    h.update(event_hash);
+    h.finalize().into()
+}
+
+/// Interior node hash.
+pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
+    let mut h = Sha256::new();
+    h.update([1u8]);
+    h.update(left);
+    h.update(right);
+    h.finalize().into()
+}
+
+/// Root of the empty tree: `SHA-256("")`.
+pub fn empty_root() -> Hash {
+    Sha256::digest([]).into()
+}
+
+/// Parses a 64-character hex SHA-256.
+pub fn parse_hash(text: &str) -> Option<Hash> {
+    let bytes = hex::decode(text).ok()?;
+    bytes.try_into().ok()
+}
+
+/// A whole tree held in memory, level by level, for roots and inclusion proofs of any leaf.
+#[derive(Debug, Clone)]
+pub struct MerkleTree {
+    /// `levels[0]` are the leaf hashes; the last level holds the root alone.
+    levels: Vec<Vec<Hash>>,
+}
+
+impl MerkleTree {
+    /// Builds the tree over the given leaf hashes (already [`leaf_hash`]ed).
+    pub fn from_leaf_hashes(leaves: Vec<Hash>) -> MerkleTree {
+        let mut levels = vec![leaves];
+        while levels.last().is_some_and(|l| l.len() > 1) {
+            let below = levels.last().map(Vec::as_slice).unwrap_or_default();
+            let mut up = Vec::with_capacity(below.len().div_ceil(2));
+            for pair in below.chunks(2) {
+                match pair {
+                    [l, r] => up.push(node_hash(l, r)),
+                    [odd] => up.push(*odd),
+                    _ => {}
+                }
+            }
+            levels.push(up);
+        }
+        MerkleTree { levels }
+    }
+
+    /// Number of leaves.
+    pub fn size(&self) -> u64 {
+        self.levels.first().map_or(0, |l| l.len() as u64)
+    }
+
+    /// The root (`SHA-256("")` for an empty tree).
+    pub fn root(&self) -> Hash {
+        match self.levels.last() {
+            Some(top) if top.len() == 1 => top[0],
+            _ => empty_root(),
+        }
+    }
+
+    /// The inclusion proof (RFC 6962 audit path, leaf side first) of leaf `index`; `None` when
+    /// out of range.
+    pub fn inclusion_proof(&self, index: u64) -> Option<Vec<Hash>> {
+        let mut i = usize::try_from(index).ok()?;
+        if i >= self.levels.first()?.len() {
+            return None;
+        }
+        let mut proof = Vec::new();
+        for level in &self.levels[..self.levels.len() - 1] {
+            let sibling = i ^ 1;
+            if sibling < level.len() {
+                proof.push(level[sibling]);
+            }
+            i /= 2;
+        }
+        Some(proof)
+    }
+}
+
+/// Root of the tree over the first `n` of `leaves` (recomputed; used to check that a stored
+/// log still has the prefix a signed head covers).
+pub fn root_of(leaves: &[Hash]) -> Hash {
+    MerkleTree::from_leaf_hashes(leaves.to_vec()).root()
+}
+
+/// Checks an inclusion proof (RFC 9162 §2.1.3.2): that `leaf` is leaf `index` of the tree of
+/// `size` leaves whose root is `root`.
+pub fn verify_inclusion(leaf: &Hash, index: u64, size: u64, proof: &[Hash], root: &Hash) -> bool {
+    if index >= size {
+        return false;
+    }
+    let mut fn_ = index;
+    let mut sn = size - 1;
+    let mut r = *leaf;
+    for p in proof {
+        if sn == 0 {
+            return false;
+        }
+        if fn_ & 1 == 1 || fn_ == sn {
+            r = node_hash(p, &r);
+            if fn_ & 1 == 0 {
+                while fn_ & 1 == 0 && fn_ != 0 {
+                    fn_ >>= 1;
+                    sn >>= 1;
+                }
+            }
+        } else {
+            r = node_hash(&r, p);
+        }
+        fn_ >>= 1;
+        sn >>= 1;
+    }
+    sn == 0 && r == *root
+}
+
+/// Errors of signed tree heads.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TreeHeadError {
+    /// The signature is not valid base64 / 64 bytes.
+    #[error("the tree head signature is malformed")]
+    MalformedSignature,
+    /// The root is not a 64-character hex SHA-256.
+    #[error("the tree head root is not a SHA-256 in hex")]
+    MalformedRoot,
+    /// The signature does not verify with the given key.
+    #[error("the tree head signature does not verify with the control-plane key")]
+    BadSignature,
+}
+
+/// A checkpoint: the size and root of a tenant's audit log at a time, signed by the control
+/// plane.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedTreeHead {
+    /// Tenant whose log this is.
+    pub tenant_id: String,
+    /// Number of leaves.
+    pub tree_size: u64,
+    /// Root hash, hex.
+    pub root_hash: String,
+    /// When it was signed (Unix ms, control-plane clock).
+    pub timestamp_ms: i64,
+    /// Ed25519 signature over [`SignedTreeHead::signing_bytes`], base64.
+    pub signature: String,
+}
+
+#[derive(Serialize)]
+struct TreeHeadBody<'a> {
+    domain: &'a str,
+    tenant_id: &'a str,
+    tree_size: u64,
+    root_hash: &'a str,
+    timestamp_ms: i64,
+}
+
+impl SignedTreeHead {
+    /// Signs a tree head.
+    pub fn sign(
+        tenant_id: &str,
+        tree_size: u64,
+        root: &Hash,
+        now_ms: i64,
+        key: &SigningKey,
+    ) -> SignedTreeHead {
+        let mut head = SignedTreeHead {
+            tenant_id: tenant_id.to_string(),
+            tree_size,
+            root_hash: hex::encode(root),
+            timestamp_ms: now_ms,
+            signature: String::new(),
+        };
+        let signature = key.sign(&head.signing_bytes());
+        head.signature = base64::engine::general_purpose::STANDARD.encode(signature.to_bytes());
+        head
+    }
+
+    /// The bytes that are signed: canonical JSON of the fields plus [`TREE_HEAD_DOMAIN`].
+    pub fn signing_bytes(&self) -> Vec<u8> {
+        let body = TreeHeadBody {
+            domain: TREE_HEAD_DOMAIN,
+            tenant_id: &self.tenant_id,
+            tree_size: self.tree_size,
+            root_hash: &self.root_hash,
+            timestamp_ms: self.timestamp_ms,
+        };
+        // A struct of strings and integers always serialises.
+        crate::canonical::to_canonical_json(&body).unwrap_or_default()
+    }
+
+    /// The root as bytes.
+    ///
+    /// # Errors
+    /// When it is not a hex SHA-256.
+    pub fn root(&self) -> Result<Hash, TreeHeadError> {
+        parse_hash(&self.root_hash).ok_or(TreeHeadError::MalformedRoot)
+    }
+
+    /// Checks the signature with the control plane's key.
+    ///
+    /// # Errors
+    /// Malformed or not matching.
+    pub fn verify(&self, key: &VerifyingKey) -> Result<(), TreeHeadError> {
+        self.root()?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&self.signature)
+            .map_err(|_| TreeHeadError::MalformedSignature)?;
+        let bytes: [u8; 64] = bytes
+            .try_into()
+            .map_err(|_| TreeHeadError::MalformedSignature)?;
+        key.verify(&self.signing_bytes(), &Signature::from_bytes(&bytes))
+            .map_err(|_| TreeHeadError::BadSignature)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leaves(n: u64) -> Vec<Hash> {
+        (0..n)
+            .map(|i| leaf_hash(&Sha256::digest(i.to_be_bytes()).into()))
+            .collect()
+    }
+
+    /// RFC 6962 §2.1 MTH, recursively, as the reference.
+    fn mth(leaves: &[Hash]) -> Hash {
+        match leaves.len() {
+            0 => empty_root(),
+            1 => leaves[0],
+            n => {
+                let k = n.next_power_of_two() / 2;
+                node_hash(&mth(&leaves[..k]), &mth(&leaves[k..]))
+            }
+        }
+    }
+
+    /// RFC 6962 §2.1.1 PATH, recursively, as the reference.
+    fn path(m: usize, leaves: &[Hash]) -> Vec<Hash> {
+        let n = leaves.len();
+        if n <= 1 {
+            return Vec::new();
+        }
+        let k = n.next_power_of_two() / 2;
+        if m < k {
+            let mut p = path(m, &leaves[..k]);
+            p.push(mth(&leaves[k..]));
+            p
+        } else {
+            let mut p = path(m - k, &leaves[k..]);
+            p.push(mth(&leaves[..k]));
+            p
+        }
+    }
+
+    #[test]
+    fn empty_tree_root_is_sha256_of_nothing() {
+        let tree = MerkleTree::from_leaf_hashes(Vec::new());
+        assert_eq!(
+            hex::encode(tree.root()),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(tree.inclusion_proof(0), None);
+    }
+
+    #[test]
+    fn roots_and_proofs_match_rfc6962_and_verify_for_every_size_and_leaf() {
+        for n in 1..=70u64 {
+            let ls = leaves(n);
+            let tree = MerkleTree::from_leaf_hashes(ls.clone());
+            let root = tree.root();
+            assert_eq!(root, mth(&ls), "root of size {n}");
+            for i in 0..n {
+                let proof = tree.inclusion_proof(i).expect("in range");
+                assert_eq!(proof, path(i as usize, &ls), "proof {i} of {n}");
+                assert!(verify_inclusion(&ls[i as usize], i, n, &proof, &root));
+                // Wrong index, wrong leaf, wrong size, truncated or extended proof: refused.
+                if n > 1 {
+                    assert!(!verify_inclusion(
+                        &ls[i as usize],
+                        (i + 1) % n,
+                        n,
+                        &proof,
+                        &root
+                    ));
+                    assert!(!verify_inclusion(
+                        &ls[((i + 1) % n) as usize],
+                        i,
+                        n,
+                        &proof,
+                        &root
+                    ));
+                    assert!(!verify_inclusion(
+                        &ls[i as usize],
+                        i,
+                        n,
+                        &proof[..proof.len() - 1],
+                        &root
+                    ));
+                }
+                let mut longer = proof.clone();
+                longer.push(root);
+                assert!(!verify_inclusion(&ls[i as usize], i, n, &longer, &root));
+            }
+            assert_eq!(tree.inclusion_proof(n), None);
+        }
+    }
+
+    #[test]
+    fn larger_trees_prove_sampled_leaves() {
+        for n in [127u64, 128, 129, 1000, 1023, 1025, 4097] {
+            let ls = leaves(n);
+            let tree = MerkleTree::from_leaf_hashes(ls.clone());
+            let root = tree.root();
+            assert_eq!(root, mth(&ls));
+            for i in [0, 1, n / 3, n / 2, n - 2, n - 1] {
+                let proof = tree.inclusion_proof(i).expect("in range");
+                assert!(verify_inclusion(&ls[i as usize], i, n, &proof, &root));
+            }
+        }
+    }
+
+    #[test]
+    fn a_changed_leaf_changes_the_root_and_fails_its_proof() {
+        let mut ls = leaves(11);
+        let tree = MerkleTree::from_leaf_hashes(ls.clone());
+        let proof = tree.inclusion_proof(6).expect("in range");
+        ls[6] = leaf_hash(&[7u8; 32]);
+        assert_ne!(root_of(&ls), tree.root());
+        assert!(!verify_inclusion(&ls[6], 6, 11, &proof, &tree.root()));
+    }
+
+    #[test]
+    fn tree_heads_sign_and_verify_and_refuse_changes() {
+        let key = SigningKey::from_bytes(&[9u8; 32]);
+        let tree = MerkleTree::from_leaf_hashes(leaves(5));
+        let head = SignedTreeHead::sign("ten_1", 5, &tree.root(), 1_000, &key);
+        assert_eq!(head.verify(&key.verifying_key()), Ok(()));
+        let mut bigger = head.clone();
+        bigger.tree_size = 6;
+        assert_eq!(
+            bigger.verify(&key.verifying_key()),
+            Err(TreeHeadError::BadSignature)
+        );
+        let mut other_tenant = head.clone();
+        other_tenant.tenant_id = "ten_2".into();
+        assert_eq!(
+            other_tenant.verify(&key.verifying_key()),
+            Err(TreeHeadError::BadSignature)
+        );
+        let other = SigningKey::from_bytes(&[8u8; 32]);
+        assert_eq!(
+            head.verify(&other.verifying_key()),
+            Err(TreeHeadError::BadSignature)
+        );
+        let mut garbled = head;
+        garbled.signature = "!!".into();
+        assert_eq!(
+            garbled.verify(&key.verifying_key()),
+            Err(TreeHeadError::MalformedSignature)
+        );
+    }
+}
