@@ -14,7 +14,7 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsage
 use tokio::net::TcpListener;
 
 use crate::identity::write_atomic;
-use crate::proxy::{handle, Edge};
+use crate::proxy::{audit_refused_by_parser, handle, Edge};
 
 /// Loads (or creates on first start) the listener certificate in `dir`: `ca.pem` (trust this in
 /// clients), `listener.pem` (chain) and `listener.key`.
@@ -174,8 +174,11 @@ async fn serve_connection<I>(io: I, peer: SocketAddr, tls: bool, edge: Arc<Edge>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    let for_audit = edge.clone();
     let service = hyper::service::service_fn(move |req| handle(edge.clone(), peer, tls, req));
     if let Err(err) = builder().serve_connection(io, service).await {
-        tracing::debug!(%peer, %err, "connection ended with error");
+        // A request hyper could not parse never reached `handle`: audit it here.
+        let audited = audit_refused_by_parser(&for_audit, peer, err.as_ref());
+        tracing::debug!(%peer, %err, audited, "connection ended with error");
     }
 }

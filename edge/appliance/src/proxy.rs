@@ -250,6 +250,45 @@ impl Audit<'_> {
     }
 }
 
+/// Records a request that hyper refused before it reached [`handle`]: its head could not be
+/// parsed (hyper answered 400) or was too large (431), and hyper closed the connection. Other
+/// connection errors (the client went away, a timeout, an HTTP/2 protocol error) are not
+/// requests and are not recorded. Returns whether an event was written.
+pub fn audit_refused_by_parser(
+    edge: &Edge,
+    client: SocketAddr,
+    err: &(dyn std::error::Error + 'static),
+) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    let hyper_error = loop {
+        match source {
+            Some(e) => match e.downcast_ref::<hyper::Error>() {
+                Some(h) => break h,
+                None => source = e.source(),
+            },
+            None => return false,
+        }
+    };
+    let reason = if hyper_error.is_parse_too_large() {
+        Reason::HeadersTooLarge
+    } else if hyper_error.is_parse() || hyper_error.is_parse_status() {
+        Reason::BadRequest
+    } else {
+        return false;
+    };
+    let audit = Audit {
+        edge,
+        started: Instant::now(),
+        reference: new_reference(),
+        method: String::new(),
+        path: String::new(),
+        client,
+        policy_version: edge.policy.snapshot().map_or(0, |p| p.version),
+        waf: None,
+    };
+    audit.record(reason, reason.http_status(), "", "", None)
+}
+
 /// Handles one request from the published listener.
 pub async fn handle(
     edge: Arc<Edge>,

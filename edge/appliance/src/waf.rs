@@ -178,10 +178,7 @@ impl WafStage {
                 tracing::error!(%err, index, "cannot start a WAF worker thread");
             }
         }
-        WafStage {
-            queue,
-            workers,
-        }
+        WafStage { queue, workers }
     }
 
     /// Sized to the machine: two workers per core and a queue of 32 per worker. Two per core
@@ -217,8 +214,7 @@ impl WafStage {
             if answer.is_closed() {
                 return;
             }
-            let outcome =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(engine)));
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(engine)));
             let _ = answer.send(outcome);
         });
         match self.queue.try_send(task) {
@@ -413,7 +409,11 @@ mod tests {
         release.send(()).expect("release");
         assert!(matches!(busy.await.expect("join"), PoolOutcome::Done(1)));
         assert!(matches!(queued.await.expect("join"), PoolOutcome::Done(2)));
-        assert_eq!(ran.load(Ordering::SeqCst), 0, "an overloaded job must not run");
+        assert_eq!(
+            ran.load(Ordering::SeqCst),
+            0,
+            "an overloaded job must not run"
+        );
     }
 
     #[tokio::test]
@@ -443,14 +443,20 @@ mod tests {
         for n in 0..10 {
             assert!(matches!(stage.run(move |_| Ok(n)).await, PoolOutcome::Done(v) if v == n));
         }
-        assert_eq!(ran.load(Ordering::SeqCst), 0, "the abandoned job must be skipped");
+        assert_eq!(
+            ran.load(Ordering::SeqCst),
+            0,
+            "the abandoned job must be skipped"
+        );
     }
 
     #[tokio::test]
     async fn a_panicking_job_fails_alone_and_the_worker_survives() {
         let stage = WafStage::new(1, 4);
         let outcome = stage.run::<i32, _>(|_| panic!("bad input")).await;
-        assert!(matches!(outcome, PoolOutcome::Failed(WafError::Engine(ref m)) if m.contains("panicked")));
+        assert!(
+            matches!(outcome, PoolOutcome::Failed(WafError::Engine(ref m)) if m.contains("panicked"))
+        );
         assert!(matches!(stage.run(|_| Ok(7)).await, PoolOutcome::Done(7)));
     }
 

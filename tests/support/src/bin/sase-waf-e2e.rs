@@ -626,6 +626,7 @@ async fn scenario(
     if let Some(path) = &args.known_false_positives {
         known_false_positives(&stack, &http, &load_corpus(path)?, checks).await?;
     }
+    requests_the_parser_refuses(&stack, checks).await?;
 
     // --- memory across 100 policy updates -----------------------------------------------------
     let first = rss_kb(edge_pid)?;
@@ -716,6 +717,86 @@ async fn scenario(
     );
     drop(stack);
     drop(app);
+    Ok(())
+}
+
+/// Requests whose head hyper cannot parse (or finds too large) never reach the proxy; the
+/// listener must still audit them, and the edge must keep serving.
+async fn requests_the_parser_refuses(stack: &Stack, checks: &mut Checks) -> Result<()> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let count = |events: &[Value], reason: &str| {
+        events
+            .iter()
+            .filter(|e| {
+                e["reason"] == reason && e["http"]["path"] == "" && e["http"]["method"] == ""
+            })
+            .count()
+    };
+    let before = stack.tenant_events().await?;
+    let huge_header = format!(
+        "GET / HTTP/1.1\r\nHost: {BLOCK_HOST}\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(200 * 1024)
+    );
+    let cases: [(&str, Vec<u8>, &str, &str); 3] = [
+        (
+            "a space inside the request target",
+            format!("GET /a b HTTP/1.1\r\nHost: {BLOCK_HOST}\r\n\r\n").into_bytes(),
+            "400",
+            "bad_request",
+        ),
+        (
+            "a header line without a colon",
+            format!("GET / HTTP/1.1\r\nHost: {BLOCK_HOST}\r\nNoColonHere\r\n\r\n").into_bytes(),
+            "400",
+            "bad_request",
+        ),
+        (
+            "a 200 KiB header",
+            huge_header.into_bytes(),
+            "431",
+            "headers_too_large",
+        ),
+    ];
+    for (name, raw, want_status, _) in &cases {
+        let mut tcp = tokio::net::TcpStream::connect(stack.edge_addr).await?;
+        // The edge may answer before reading all of a too-large head.
+        let _ = tcp.write_all(raw).await;
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer)).await;
+        let status_line = String::from_utf8_lossy(&answer)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        checks.check(
+            &format!("request with {name} is answered {want_status} by the edge"),
+            status_line.split_whitespace().nth(1) == Some(*want_status),
+            format!("{status_line:?}"),
+        );
+    }
+    let want =
+        |reason: &str| count(&before, reason) + cases.iter().filter(|c| c.3 == reason).count();
+    let started = Instant::now();
+    let mut after = stack.tenant_events().await?;
+    while (count(&after, "bad_request") < want("bad_request")
+        || count(&after, "headers_too_large") < want("headers_too_large"))
+        && started.elapsed() < Duration::from_secs(30)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        after = stack.tenant_events().await?;
+    }
+    checks.check(
+        "requests the HTTP parser refuses are audited (bad_request / headers_too_large, no method or path)",
+        count(&after, "bad_request") == want("bad_request")
+            && count(&after, "headers_too_large") == want("headers_too_large"),
+        format!(
+            "bad_request {} -> {}, headers_too_large {} -> {}",
+            count(&before, "bad_request"),
+            count(&after, "bad_request"),
+            count(&before, "headers_too_large"),
+            count(&after, "headers_too_large")
+        ),
+    );
     Ok(())
 }
 
