@@ -75,6 +75,19 @@ impl MerkleTree {
         MerkleTree { levels }
     }
 
+    /// The leaf hashes.
+    pub fn leaves(&self) -> &[Hash] {
+        self.levels.first().map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// The tree over the first `n` leaves (what a checkpoint of size `n` covers); `None` when
+    /// `n` exceeds the size.
+    pub fn prefix(&self, n: u64) -> Option<MerkleTree> {
+        let n = usize::try_from(n).ok()?;
+        let leaves = self.leaves().get(..n)?;
+        Some(MerkleTree::from_leaf_hashes(leaves.to_vec()))
+    }
+
     /// Number of leaves.
     pub fn size(&self) -> u64 {
         self.levels.first().map_or(0, |l| l.len() as u64)
@@ -356,6 +369,11 @@ mod tests {
         let proof = tree.inclusion_proof(6).expect("in range");
         ls[6] = leaf_hash(&[7u8; 32]);
         assert_ne!(root_of(&ls), tree.root());
+        assert_eq!(
+            tree.prefix(6).map(|t| t.root()),
+            Some(root_of(&leaves(11)[..6]))
+        );
+        assert!(tree.prefix(12).is_none());
         assert!(!verify_inclusion(&ls[6], 6, 11, &proof, &tree.root()));
     }
 

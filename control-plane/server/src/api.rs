@@ -11,6 +11,7 @@ use sase_model::bundle::{verifying_key_to_b64, BundlePayload, SignedBundle};
 use sase_model::canonical::to_canonical_json;
 use sase_model::channel::ControlMessage;
 use sase_model::fleet::{Device, EnrollRequest, EnrollResponse, Site, Tenant};
+use sase_model::merkle::SignedTreeHead;
 use sase_model::Policy;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -813,6 +814,154 @@ pub async fn verify_device_chain(
         intact: first_error.is_none(),
         first_error,
     }))
+}
+
+/// A tenant's latest signed checkpoint and the key it verifies with.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CheckpointView {
+    /// The signed tree head (absent while the tenant has no stored events).
+    #[schema(value_type = Option<Object>)]
+    pub checkpoint: Option<SignedTreeHead>,
+    /// The control plane's Ed25519 public key (base64): `sase-audit verify --control-plane-key`.
+    pub public_key: String,
+}
+
+/// Parameters of an inclusion proof.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ProofQuery {
+    /// Device id.
+    pub device: String,
+    /// Sequence number of the event.
+    pub seq: u64,
+}
+
+/// An event's inclusion proof against the latest checkpoint.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProofView {
+    /// Device.
+    pub device_id: String,
+    /// Sequence number.
+    pub seq: u64,
+    /// The event's chain hash (hex).
+    pub hash: String,
+    /// Its position in the tenant's log.
+    pub log_index: u64,
+    /// The checkpoint the proof is for.
+    #[schema(value_type = Object)]
+    pub checkpoint: SignedTreeHead,
+    /// Audit path (hex hashes, leaf side first), RFC 6962.
+    pub proof: Vec<String>,
+}
+
+/// Export parameters.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ExportQuery {
+    /// Only this device.
+    pub device: Option<String>,
+    /// Events at or after this time (Unix ms).
+    pub from_ms: Option<i64>,
+    /// Events before this time (Unix ms).
+    pub to_ms: Option<i64>,
+}
+
+/// The tenant's latest signed checkpoint (RFC 6962 tree head over all its stored events).
+#[utoipa::path(get, path = "/api/tenants/{tenant_id}/audit/checkpoint",
+    params(("tenant_id" = String, Path, description = "tenant id")),
+    responses((status = 200, body = CheckpointView)))]
+pub async fn get_audit_checkpoint(
+    State(state): State<SharedState>,
+    _admin: Admin,
+    Path(tenant_id): Path<String>,
+) -> Result<Json<CheckpointView>, ApiError> {
+    require_tenant(&state, &tenant_id).await?;
+    Ok(Json(CheckpointView {
+        checkpoint: state.store.latest_checkpoint(&tenant_id).await?,
+        public_key: verifying_key_to_b64(&state.signing_key.verifying_key()),
+    }))
+}
+
+/// Signs a checkpoint now if the tenant's log grew (otherwise returns the latest). Refuses to
+/// sign (the latest stays in force, an alert is raised) when stored events no longer match
+/// the latest checkpoint.
+#[utoipa::path(post, path = "/api/tenants/{tenant_id}/audit/checkpoint",
+    params(("tenant_id" = String, Path, description = "tenant id")),
+    responses((status = 200, body = CheckpointView)))]
+pub async fn sign_audit_checkpoint(
+    State(state): State<SharedState>,
+    _admin: Admin,
+    Path(tenant_id): Path<String>,
+) -> Result<Json<CheckpointView>, ApiError> {
+    require_tenant(&state, &tenant_id).await?;
+    let (checkpoint, _) = crate::audit_log::checkpoint(&state, &tenant_id, now_ms()).await?;
+    Ok(Json(CheckpointView {
+        checkpoint,
+        public_key: verifying_key_to_b64(&state.signing_key.verifying_key()),
+    }))
+}
+
+/// The inclusion proof of one event in the tenant's latest checkpoint.
+#[utoipa::path(get, path = "/api/tenants/{tenant_id}/audit/proof", params(("tenant_id" = String, Path, description = "tenant id"), ProofQuery),
+    responses((status = 200, body = ProofView), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn get_audit_proof(
+    State(state): State<SharedState>,
+    _admin: Admin,
+    Path(tenant_id): Path<String>,
+    Query(q): Query<ProofQuery>,
+) -> Result<Json<ProofView>, ApiError> {
+    require_tenant(&state, &tenant_id).await?;
+    let not_found = || ApiError::not_found("no such event in this tenant's log");
+    let (_, hash, log_index, event_json) = state
+        .store
+        .audit_export_events(&q.device, q.seq, q.seq)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(not_found)?;
+    let event: AuditEvent = serde_json::from_str(&event_json).map_err(ApiError::internal)?;
+    if event.tenant_id != tenant_id {
+        return Err(not_found());
+    }
+    let log_index = log_index.ok_or_else(not_found)?;
+    let (checkpoint, tree) = crate::audit_log::checkpoint(&state, &tenant_id, now_ms()).await?;
+    let missing = || ApiError::not_found("no signed checkpoint covers this event yet");
+    let checkpoint = checkpoint.ok_or_else(missing)?;
+    let proof = tree
+        .and_then(|t| t.prefix(checkpoint.tree_size))
+        .and_then(|t| t.inclusion_proof(log_index))
+        .ok_or_else(missing)?;
+    Ok(Json(ProofView {
+        device_id: q.device,
+        seq: q.seq,
+        hash,
+        log_index,
+        checkpoint,
+        proof: proof.iter().map(hex::encode).collect(),
+    }))
+}
+
+/// Self-contained JSON-lines export of a tenant's audit trail: events with their chain hashes,
+/// device batch signatures and device public keys, the latest signed checkpoint and an
+/// inclusion proof per event. Check it offline with `sase-audit verify`.
+#[utoipa::path(get, path = "/api/tenants/{tenant_id}/audit/export", params(("tenant_id" = String, Path, description = "tenant id"), ExportQuery),
+    responses((status = 200, description = "JSON lines (application/x-ndjson)")))]
+pub async fn export_audit(
+    State(state): State<SharedState>,
+    _admin: Admin,
+    Path(tenant_id): Path<String>,
+    Query(q): Query<ExportQuery>,
+) -> Result<Response, ApiError> {
+    require_tenant(&state, &tenant_id).await?;
+    let body = crate::audit_log::export(
+        &state,
+        &tenant_id,
+        &crate::audit_log::ExportFilter {
+            device_id: q.device,
+            from_ms: q.from_ms,
+            to_ms: q.to_ms,
+        },
+    )
+    .await?;
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }
 
 /// Newest alerts first.

@@ -13,7 +13,8 @@ use axum::extract::State;
 use axum::response::Response;
 use axum::Extension;
 use futures_util::StreamExt as _;
-use sase_model::audit::ChainError;
+use sase_audit::device_key::DeviceKey;
+use sase_model::audit::{batch_signing_bytes, BatchSignature, ChainError};
 use sase_model::bundle::SignedBundle;
 use sase_model::channel::{ControlMessage, EdgeMessage, MAX_AUDIT_BATCH, MAX_FRAME_BYTES};
 use sase_model::fleet::{Device, DeviceStatus};
@@ -21,9 +22,10 @@ use sase_model::{AuditEvent, ChainVerifier, GENESIS_HASH};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
+use crate::audit_log::device_key_from_cert;
 use crate::error::ApiError;
 use crate::state::{now_ms, SharedState};
-use crate::store::IngestOutcome;
+use crate::store::{IngestOutcome, StoredBatch};
 use crate::tls::ConnInfo;
 
 /// A device that sends nothing for this long is considered gone.
@@ -84,7 +86,27 @@ async fn send(socket: &mut WebSocket, message: &ControlMessage) -> bool {
     }
 }
 
+/// Per-connection state of the audit ingest.
+struct Conn {
+    /// The key the device's batch signatures verify with (from its certificate).
+    key: Option<DeviceKey>,
+    /// Whether the "unsigned batches" alert was raised on this connection.
+    warned_unsigned: bool,
+}
+
 async fn run(state: SharedState, device: Device, mut socket: WebSocket) {
+    let key = match state.store.device_cert_pem(&device.id).await {
+        Ok(Some(pem)) => device_key_from_cert(&pem),
+        Ok(None) => None,
+        Err(err) => {
+            tracing::error!(device = %device.id, %err, "loading the device certificate failed");
+            return;
+        }
+    };
+    let mut conn = Conn {
+        key,
+        warned_unsigned: false,
+    };
     let (sender, mut outbox) = mpsc::channel::<ControlMessage>(64);
     let conn_id = state.hub.register(&device.id, &device.tenant_id, sender);
     tracing::info!(device = %device.id, "edge channel open");
@@ -120,7 +142,7 @@ async fn run(state: SharedState, device: Device, mut socket: WebSocket) {
                         break;
                     }
                 };
-                match handle(&state, &device, message).await {
+                match handle(&state, &device, &mut conn, message).await {
                     Ok(replies) => {
                         let mut ok = true;
                         for reply in replies {
@@ -180,6 +202,7 @@ async fn current_bundle(
 async fn handle(
     state: &SharedState,
     device: &Device,
+    conn: &mut Conn,
     message: EdgeMessage,
 ) -> Result<Vec<ControlMessage>, ApiError> {
     let now = now_ms();
@@ -236,14 +259,47 @@ async fn handle(
                 .await;
             Ok(Vec::new())
         }
-        EdgeMessage::AuditBatch { events, .. } => {
+        EdgeMessage::AuditBatch { events, signature } => {
             if events.len() > MAX_AUDIT_BATCH {
                 return Ok(vec![ControlMessage::AuditNack {
                     resend_from: events.first().map_or(1, |e| e.seq),
                     reason: format!("batch larger than {MAX_AUDIT_BATCH} events"),
                 }]);
             }
-            match ingest(state, device, &events).await? {
+            let batch = match verify_batch_signature(
+                device,
+                conn.key.as_ref(),
+                &events,
+                signature.as_ref(),
+            ) {
+                Ok(batch) => batch,
+                Err(why) => {
+                    state
+                        .alert(
+                            Some(&device.tenant_id),
+                            Some(&device.id),
+                            "audit_batch_signature_invalid",
+                            why.clone(),
+                        )
+                        .await;
+                    return Ok(vec![ControlMessage::AuditNack {
+                        resend_from: events.first().map_or(1, |e| e.seq),
+                        reason: why,
+                    }]);
+                }
+            };
+            if batch.is_none() && !events.is_empty() && !conn.warned_unsigned {
+                conn.warned_unsigned = true;
+                state
+                    .alert(
+                        Some(&device.tenant_id),
+                        Some(&device.id),
+                        "audit_batch_unsigned",
+                        "the edge uploads audit batches without a device signature (an edge older than batch signatures); they are stored, and exports flag them as unsigned",
+                    )
+                    .await;
+            }
+            match ingest_batch(state, device, &events, batch.as_ref()).await? {
                 Ok(outcome) => Ok(vec![ControlMessage::AuditAck {
                     up_to_seq: outcome.head_seq,
                 }]),
@@ -273,17 +329,71 @@ async fn handle(
     }
 }
 
-/// Verifies and stores a batch of a device's events. Re-delivered events (seq at or below the
-/// stored head) are skipped: ingest is idempotent on `(device, seq)`. The valid prefix of a
-/// batch is stored even when a later event breaks the chain; the break is returned with the
-/// head after storing.
+/// Checks a batch's device signature with the device's key; returns what to store with the
+/// batch (`None` for an unsigned batch from an older edge).
 ///
 /// # Errors
-/// Store failures (outer); chain breaks (inner, with the head seq after the valid prefix).
+/// Why the signature is refused.
+pub fn verify_batch_signature(
+    device: &Device,
+    key: Option<&DeviceKey>,
+    events: &[AuditEvent],
+    signature: Option<&BatchSignature>,
+) -> Result<Option<StoredBatch>, String> {
+    let (Some(signature), Some(first), Some(last)) = (signature, events.first(), events.last())
+    else {
+        return Ok(None);
+    };
+    let Some(key) = key else {
+        return Err(
+            "the device's certificate holds no key that batch signatures can be checked with"
+                .into(),
+        );
+    };
+    let last_hash = last.hash();
+    let message = batch_signing_bytes(
+        &device.tenant_id,
+        &device.id,
+        first.seq,
+        last.seq,
+        &last_hash,
+    );
+    key.verify(&signature.alg, &message, &signature.sig)
+        .map_err(|e| format!("audit batch seq {}..{}: {e}", first.seq, last.seq))?;
+    Ok(Some(StoredBatch {
+        first_seq: first.seq,
+        last_seq: last.seq,
+        last_hash,
+        alg: signature.alg.clone(),
+        signature: signature.sig.clone(),
+    }))
+}
+
+/// [`ingest_batch`] of an unsigned batch.
+///
+/// # Errors
+/// As [`ingest_batch`].
 pub async fn ingest(
     state: &SharedState,
     device: &Device,
     events: &[AuditEvent],
+) -> Result<Result<IngestOutcome, (u64, ChainError)>, ApiError> {
+    ingest_batch(state, device, events, None).await
+}
+
+/// Verifies and stores a batch of a device's events. Re-delivered events (seq at or below the
+/// stored head) are skipped: ingest is idempotent on `(device, seq)`. The valid prefix of a
+/// batch is stored even when a later event breaks the chain; the break is returned with the
+/// head after storing. The batch's (already verified) device signature is stored when the
+/// batch's last event is stored by this call.
+///
+/// # Errors
+/// Store failures (outer); chain breaks (inner, with the head seq after the valid prefix).
+pub async fn ingest_batch(
+    state: &SharedState,
+    device: &Device,
+    events: &[AuditEvent],
+    batch: Option<&StoredBatch>,
 ) -> Result<Result<IngestOutcome, (u64, ChainError)>, ApiError> {
     let head = state.store.audit_head(&device.id).await?;
     let (head_seq, head_hash) = head
@@ -326,9 +436,17 @@ pub async fn ingest(
         }
     }
     if !accepted.is_empty() {
+        let complete = failure.is_none()
+            && batch.is_some_and(|b| accepted.last().is_some_and(|(e, _)| e.seq == b.last_seq));
         state
             .store
-            .store_audit_batch(&device.id, head, &accepted, now_ms())
+            .store_audit_batch(
+                &device.id,
+                head,
+                &accepted,
+                batch.filter(|_| complete),
+                now_ms(),
+            )
             .await?;
     }
     let stored_head = verifier.last_seq();

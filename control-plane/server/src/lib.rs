@@ -1,7 +1,10 @@
 //! `sase-control`: the control plane.
 //!
 //! * [`api`] — the REST API (admins, tenants, sites, claim codes, enrolment, policy, audit).
-//! * [`channel`] — the WebSocket edge channel (mTLS) and audit ingest.
+//! * [`channel`] — the WebSocket edge channel (mTLS) and audit ingest (chain and device batch
+//!   signature checks).
+//! * [`audit_log`] — tamper evidence: per-tenant Merkle log, signed checkpoints, inclusion
+//!   proofs, the JSON-lines export.
 //! * [`store`] — all database access (sqlx `Any`: SQLite by default, PostgreSQL).
 //! * [`auth`] — passwords, sessions, API tokens, first-admin bootstrap.
 //! * [`pki`] — tenant CAs, device certificates, the server's TLS identity.
@@ -10,6 +13,7 @@
 //! * [`state`] — shared state and the hub of connected edges.
 
 pub mod api;
+pub mod audit_log;
 pub mod auth;
 pub mod channel;
 pub mod error;
@@ -53,6 +57,15 @@ pub fn router(state: SharedState) -> Router {
         .route("/sites/{site_id}/claim-codes", post(api::create_claim_code))
         .route("/enroll", post(api::enroll))
         .route("/audit", get(api::query_audit))
+        .route(
+            "/tenants/{tenant_id}/audit/checkpoint",
+            get(api::get_audit_checkpoint).post(api::sign_audit_checkpoint),
+        )
+        .route(
+            "/tenants/{tenant_id}/audit/proof",
+            get(api::get_audit_proof),
+        )
+        .route("/tenants/{tenant_id}/audit/export", get(api::export_audit))
         .route(
             "/devices/{device_id}/audit/verify",
             get(api::verify_device_chain),

@@ -47,6 +47,9 @@ struct ServeArgs {
     /// Extra DNS names or IPs for the generated TLS certificate (repeatable).
     #[arg(long = "tls-name")]
     tls_names: Vec<String>,
+    /// Seconds between signed audit checkpoints (Merkle tree heads over each tenant's log).
+    #[arg(long, env = "SASE_AUDIT_CHECKPOINT_SECS", default_value_t = 60)]
+    audit_checkpoint_secs: u64,
     /// User name of the first admin (created only when there is no admin).
     #[arg(long, env = "SASE_ADMIN_USER", default_value = "admin")]
     admin_user: String,
@@ -148,6 +151,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     use std::io::Write as _;
     std::io::stdout().flush()?;
+    tokio::spawn(sase_control::audit_log::run_checkpointer(
+        state.clone(),
+        std::time::Duration::from_secs(args.audit_checkpoint_secs.max(1)),
+    ));
     let app = router(state);
     tokio::select! {
         () = tls::serve(listener, config, app) => {}

@@ -4,6 +4,7 @@
 
 use sase_model::audit::AuditEvent;
 use sase_model::fleet::{Device, DeviceStatus, Site, Tenant};
+use sase_model::merkle::SignedTreeHead;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
@@ -110,6 +111,21 @@ pub struct Alert {
     pub detail: String,
     /// When (Unix ms).
     pub created_at_ms: i64,
+}
+
+/// A device's signature over an uploaded batch, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredBatch {
+    /// First seq of the batch as uploaded.
+    pub first_seq: u64,
+    /// Last seq.
+    pub last_seq: u64,
+    /// Chain hash of the last event, as signed.
+    pub last_hash: String,
+    /// Signature algorithm.
+    pub alg: String,
+    /// Signature, base64.
+    pub signature: String,
 }
 
 /// Outcome of storing a batch of audit events.
@@ -724,9 +740,10 @@ impl Store {
     }
 
     /// Stores verified events (each with its hash) and moves the device's head, in one
-    /// transaction. The caller has verified that `events` continue the chain from the head it
-    /// read; the head update is conditional on that head so that a concurrent writer cannot
-    /// fork the stored chain.
+    /// transaction; gives the events the next positions in their tenant's Merkle log and, when
+    /// the batch was signed by the device, records the signature. The caller has verified that
+    /// `events` continue the chain from the head it read; the head update is conditional on
+    /// that head so that a concurrent writer cannot fork the stored chain.
     ///
     /// # Errors
     /// Database failure, or [`StoreError::Corrupt`] if the head moved underneath.
@@ -735,37 +752,15 @@ impl Store {
         device_id: &str,
         expected_head: Option<(u64, String)>,
         events: &[(AuditEvent, String)],
+        batch: Option<&StoredBatch>,
         now_ms: i64,
     ) -> StoreResult<()> {
-        let Some((last, last_hash)) = events.last().map(|(e, h)| (e.seq, h.clone())) else {
+        let (Some((first, _)), Some((last, last_hash))) = (events.first(), events.last()) else {
             return Ok(());
         };
+        let tenant_id = first.tenant_id.clone();
+        let last = last.seq;
         let mut tx = self.pool.begin().await?;
-        for (event, hash) in events {
-            let http = event.http.as_ref();
-            sqlx::query(
-                "INSERT INTO audit_events (device_id, seq, tenant_id, ts_ms, kind, decision, reason, identity, resource, route, method, path, status, reference, hash, event_json, received_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
-            )
-            .bind(&event.device_id)
-            .bind(to_i64(event.seq)?)
-            .bind(&event.tenant_id)
-            .bind(event.ts_ms)
-            .bind(event.kind.as_str())
-            .bind(event.decision.as_str())
-            .bind(event.reason.as_str())
-            .bind(event.identity.clone())
-            .bind(http.map(|h| h.resource.clone()))
-            .bind(http.map(|h| h.route.clone()))
-            .bind(http.map(|h| h.method.clone()))
-            .bind(http.map(|h| h.path.clone()))
-            .bind(http.map(|h| i64::from(h.status)))
-            .bind(&event.reference)
-            .bind(hash)
-            .bind(serde_json::to_string(event).map_err(corrupt)?)
-            .bind(now_ms)
-            .execute(&mut *tx)
-            .await?;
-        }
         let moved = match expected_head {
             None => {
                 sqlx::query(
@@ -773,7 +768,7 @@ impl Store {
                 )
                 .bind(device_id)
                 .bind(to_i64(last)?)
-                .bind(&last_hash)
+                .bind(last_hash)
                 .execute(&mut *tx)
                 .await?
             }
@@ -782,7 +777,7 @@ impl Store {
                     "UPDATE audit_heads SET last_seq = $1, last_hash = $2 WHERE device_id = $3 AND last_seq = $4 AND last_hash = $5",
                 )
                 .bind(to_i64(last)?)
-                .bind(&last_hash)
+                .bind(last_hash)
                 .bind(device_id)
                 .bind(to_i64(seq)?)
                 .bind(hash)
@@ -794,8 +789,299 @@ impl Store {
             tx.rollback().await?;
             return Err(corrupt("audit head moved during ingest"));
         }
+        // Reserve the next log positions of the tenant (the row lock serialises writers of
+        // one tenant until commit).
+        let n = to_i64(events.len() as u64)?;
+        let size: i64 = sqlx::query(
+            "INSERT INTO audit_logs (tenant_id, size) VALUES ($1, $2) ON CONFLICT (tenant_id) DO UPDATE SET size = audit_logs.size + excluded.size RETURNING size",
+        )
+        .bind(&tenant_id)
+        .bind(n)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("size")?;
+        let base = size - n;
+        // Multi-row inserts: one statement per chunk instead of one per event.
+        const COLUMNS: usize = 18;
+        const CHUNK: usize = 64;
+        let mut index = base;
+        for chunk in events.chunks(CHUNK) {
+            let mut sql = String::from(
+                "INSERT INTO audit_events (device_id, seq, tenant_id, ts_ms, kind, decision, reason, identity, resource, route, method, path, status, reference, hash, event_json, received_at_ms, log_index) VALUES ",
+            );
+            for row in 0..chunk.len() {
+                if row > 0 {
+                    sql.push(',');
+                }
+                sql.push('(');
+                for col in 0..COLUMNS {
+                    if col > 0 {
+                        sql.push(',');
+                    }
+                    sql.push_str(&format!("${}", row * COLUMNS + col + 1));
+                }
+                sql.push(')');
+            }
+            let mut query = sqlx::query(&sql);
+            for (event, hash) in chunk {
+                let http = event.http.as_ref();
+                query = query
+                    .bind(event.device_id.clone())
+                    .bind(to_i64(event.seq)?)
+                    .bind(event.tenant_id.clone())
+                    .bind(event.ts_ms)
+                    .bind(event.kind.as_str())
+                    .bind(event.decision.as_str())
+                    .bind(event.reason.as_str())
+                    .bind(event.identity.clone())
+                    .bind(http.map(|h| h.resource.clone()))
+                    .bind(http.map(|h| h.route.clone()))
+                    .bind(http.map(|h| h.method.clone()))
+                    .bind(http.map(|h| h.path.clone()))
+                    .bind(http.map(|h| i64::from(h.status)))
+                    .bind(event.reference.clone())
+                    .bind(hash.clone())
+                    .bind(serde_json::to_string(event).map_err(corrupt)?)
+                    .bind(now_ms)
+                    .bind(index);
+                index += 1;
+            }
+            query.execute(&mut *tx).await?;
+        }
+        if let Some(b) = batch {
+            sqlx::query(
+                "INSERT INTO audit_batches (device_id, last_seq, first_seq, tenant_id, last_hash, alg, signature, received_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (device_id, last_seq) DO NOTHING",
+            )
+            .bind(device_id)
+            .bind(to_i64(b.last_seq)?)
+            .bind(to_i64(b.first_seq)?)
+            .bind(&tenant_id)
+            .bind(&b.last_hash)
+            .bind(&b.alg)
+            .bind(&b.signature)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Every leaf of a tenant's Merkle log: `(log index, event hash)` in log order.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn audit_log_leaves(&self, tenant_id: &str) -> StoreResult<Vec<(u64, String)>> {
+        let rows = sqlx::query(
+            "SELECT log_index, hash FROM audit_events WHERE tenant_id = $1 AND log_index IS NOT NULL ORDER BY log_index",
+        )
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((to_u64(r.try_get("log_index")?)?, r.try_get("hash")?)))
+            .collect()
+    }
+
+    /// Tenants that have an audit log.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn audit_log_tenants(&self) -> StoreResult<Vec<String>> {
+        let rows = sqlx::query("SELECT tenant_id FROM audit_logs ORDER BY tenant_id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get("tenant_id")?)).collect()
+    }
+
+    fn checkpoint_from(row: &AnyRow) -> StoreResult<SignedTreeHead> {
+        Ok(SignedTreeHead {
+            tenant_id: row.try_get("tenant_id")?,
+            tree_size: to_u64(row.try_get("tree_size")?)?,
+            root_hash: row.try_get("root_hash")?,
+            timestamp_ms: row.try_get("timestamp_ms")?,
+            signature: row.try_get("signature")?,
+        })
+    }
+
+    /// The newest (largest) signed tree head of a tenant.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn latest_checkpoint(&self, tenant_id: &str) -> StoreResult<Option<SignedTreeHead>> {
+        let row = sqlx::query(
+            "SELECT tenant_id, tree_size, root_hash, timestamp_ms, signature FROM audit_checkpoints WHERE tenant_id = $1 ORDER BY tree_size DESC LIMIT 1",
+        )
+        .bind(tenant_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(Self::checkpoint_from).transpose()
+    }
+
+    /// Stores a signed tree head (a concurrent replica may have stored the same size first).
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn insert_checkpoint(&self, head: &SignedTreeHead) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO audit_checkpoints (tenant_id, tree_size, root_hash, timestamp_ms, signature) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, tree_size) DO NOTHING",
+        )
+        .bind(&head.tenant_id)
+        .bind(to_i64(head.tree_size)?)
+        .bind(&head.root_hash)
+        .bind(head.timestamp_ms)
+        .bind(&head.signature)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A device's certificate (PEM), as issued at enrolment.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn device_cert_pem(&self, device_id: &str) -> StoreResult<Option<String>> {
+        let row = sqlx::query("SELECT cert_pem FROM devices WHERE id = $1")
+            .bind(device_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row
+            .map(|r| r.try_get::<String, _>("cert_pem"))
+            .transpose()?)
+    }
+
+    /// Per device of a tenant: the first and last seq of its events matching the filter.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn audit_export_ranges(
+        &self,
+        tenant_id: &str,
+        device_id: Option<&str>,
+        from_ms: Option<i64>,
+        to_ms: Option<i64>,
+    ) -> StoreResult<Vec<(String, u64, u64)>> {
+        let mut sql = String::from(
+            "SELECT device_id, MIN(seq) AS lo, MAX(seq) AS hi FROM audit_events WHERE tenant_id = $1",
+        );
+        let mut n = 1;
+        if device_id.is_some() {
+            n += 1;
+            sql.push_str(&format!(" AND device_id = ${n}"));
+        }
+        if from_ms.is_some() {
+            n += 1;
+            sql.push_str(&format!(" AND ts_ms >= ${n}"));
+        }
+        if to_ms.is_some() {
+            n += 1;
+            sql.push_str(&format!(" AND ts_ms < ${n}"));
+        }
+        sql.push_str(" GROUP BY device_id ORDER BY device_id");
+        let mut query = sqlx::query(&sql).bind(tenant_id);
+        if let Some(d) = device_id {
+            query = query.bind(d);
+        }
+        if let Some(v) = from_ms {
+            query = query.bind(v);
+        }
+        if let Some(v) = to_ms {
+            query = query.bind(v);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("device_id")?,
+                    to_u64(r.try_get("lo")?)?,
+                    to_u64(r.try_get("hi")?)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// The device's signed batches with `from <= last_seq <= to`, and the smallest `last_seq`
+    /// at or beyond `to` (the batch whose signature covers event `to`).
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn audit_batches(
+        &self,
+        device_id: &str,
+        from: u64,
+        to: u64,
+    ) -> StoreResult<Vec<StoredBatch>> {
+        let rows = sqlx::query(
+            "SELECT first_seq, last_seq, last_hash, alg, signature FROM audit_batches WHERE device_id = $1 AND last_seq >= $2 AND last_seq <= $3 ORDER BY last_seq",
+        )
+        .bind(device_id)
+        .bind(to_i64(from)?)
+        .bind(to_i64(to)?)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredBatch {
+                    first_seq: to_u64(r.try_get("first_seq")?)?,
+                    last_seq: to_u64(r.try_get("last_seq")?)?,
+                    last_hash: r.try_get("last_hash")?,
+                    alg: r.try_get("alg")?,
+                    signature: r.try_get("signature")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The `last_seq` of the first signed batch ending at or after `seq`.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn audit_covering_batch(
+        &self,
+        device_id: &str,
+        seq: u64,
+    ) -> StoreResult<Option<u64>> {
+        let row = sqlx::query(
+            "SELECT MIN(last_seq) AS s FROM audit_batches WHERE device_id = $1 AND last_seq >= $2",
+        )
+        .bind(device_id)
+        .bind(to_i64(seq)?)
+        .fetch_one(&self.pool)
+        .await?;
+        let s: Option<i64> = row.try_get("s")?;
+        s.map(to_u64).transpose()
+    }
+
+    /// A device's stored events with `from <= seq <= to` as exported: `(seq, hash, log index,
+    /// event JSON)`, by seq.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn audit_export_events(
+        &self,
+        device_id: &str,
+        from: u64,
+        to: u64,
+    ) -> StoreResult<Vec<(u64, String, Option<u64>, String)>> {
+        let rows = sqlx::query(
+            "SELECT seq, hash, log_index, event_json FROM audit_events WHERE device_id = $1 AND seq >= $2 AND seq <= $3 ORDER BY seq",
+        )
+        .bind(device_id)
+        .bind(to_i64(from)?)
+        .bind(to_i64(to)?)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let index: Option<i64> = r.try_get("log_index")?;
+                Ok((
+                    to_u64(r.try_get("seq")?)?,
+                    r.try_get("hash")?,
+                    index.map(to_u64).transpose()?,
+                    r.try_get("event_json")?,
+                ))
+            })
+            .collect()
     }
 
     /// Stored hashes of a device's events with `from <= seq <= to`.
