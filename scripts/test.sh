@@ -39,6 +39,9 @@ tests/e2e/spine.sh
 step "WAF end-to-end: attacks, benign corpus, audit evidence, memory across 100 reloads"
 tests/e2e/waf.sh
 
+step "JWT attacks through the edge (PyJWT-minted, expects bypassed=0)"
+tests/security/jwt-attacks.sh
+
 step "CRS 3.3.4 regression suite: edge vs nginx + ModSecurity (full, about a minute)"
 tests/conformance/crs.sh
 
