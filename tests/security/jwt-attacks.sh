@@ -8,11 +8,15 @@
 # keys, algorithms outside the allowlist, malformed base64, extra segments, scheme tricks — plus
 # valid RS256 / ES256 / EdDSA tokens that must pass. Each attack must be refused by the edge
 # with its stable reason, never reach the upstream, and have an audit event with that reason.
+# Then the JWKS endpoint goes down: the edge must serve from its cached keys for the issuer's
+# refresh_seconds + max_stale_seconds (35 s here), then refuse (503 token_keys_unavailable),
+# and recover once the endpoint is back. About 45 s in all (1 s without the outage phase).
 # Prints one line per case and ends with
 #   jwt_attacks tried=<n> bypassed=0
 # Exits non-zero on any bypass, failed check or set-up failure.
 #   SASE_PROFILE=release   uses release binaries
 #   JWT_ATTACKS_VENV=dir   where the Python venv lives (default target/jwt-attacks-venv)
+#   JWT_ATTACKS_OUTAGE=0   skips the JWKS outage phase
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PROFILE=${SASE_PROFILE:-debug}
@@ -29,7 +33,8 @@ fi
 
 WORK=$(mktemp -d /tmp/sase-jwt-attacks.XXXXXX)
 if "target/$PROFILE/sase-jwt-attacks" --bin-dir "target/$PROFILE" --work-dir "$WORK" \
-  --python "$VENV/bin/python" --minter tests/security/jwt_attacks.py; then
+  --python "$VENV/bin/python" --minter tests/security/jwt_attacks.py \
+  ${JWT_ATTACKS_OUTAGE:+$([ "$JWT_ATTACKS_OUTAGE" = 0 ] && echo --no-outage)}; then
   rm -rf "$WORK"
 else
   status=$?

@@ -12,6 +12,11 @@
 //! upstream, and must have an audit event with that reason in the control plane. The
 //! attacker's files must never be fetched.
 //!
+//! Then (unless `--no-outage`) the JWKS endpoint goes down: a valid token must keep working
+//! from the cached keys until `refresh_seconds + max_stale_seconds` after the last successful
+//! fetch, then be refused with `token_keys_unavailable` (503), and work again once the endpoint
+//! is back (the edge retries every 10 s).
+//!
 //! Prints `ok   <name>: <status> <reason>` or `FAIL <name>: …` per case and ends with
 //! `jwt_attacks tried=<n> bypassed=<b>` (bypassed = attacks answered 2xx or seen upstream).
 //! Exits non-zero on any bypass, any failed check or a set-up failure.
@@ -49,12 +54,19 @@ struct Args {
     /// The minting script.
     #[arg(long)]
     minter: PathBuf,
+    /// Skip the JWKS outage phase (about 45 s).
+    #[arg(long)]
+    no_outage: bool,
 }
 
 const ISSUER: &str = "https://idp.attack.test";
 const AUDIENCE: &str = "orders-api";
 const SCOPE: &str = "orders:read";
 const MAX_TOKEN_BYTES: u32 = 4096;
+/// The issuer's `refresh_seconds` and `max_stale_seconds`: keys serve at most this long after
+/// the last successful fetch.
+const REFRESH_SECONDS: u64 = 30;
+const MAX_STALE_SECONDS: u64 = 5;
 
 #[derive(Deserialize)]
 struct Case {
@@ -69,6 +81,10 @@ struct Case {
 struct Files {
     bodies: Arc<Mutex<BTreeMap<String, Vec<u8>>>>,
     fetches: Arc<Mutex<BTreeMap<String, u64>>>,
+    /// While set, every path answers 503 (an identity provider outage).
+    down: Arc<std::sync::atomic::AtomicBool>,
+    /// When a body was last served (successfully).
+    last_ok: Arc<Mutex<Option<Instant>>>,
 }
 
 impl Files {
@@ -89,7 +105,17 @@ impl Files {
         if let Ok(mut fetches) = self.fetches.lock() {
             *fetches.entry(path.to_string()).or_default() += 1;
         }
+        if self.down.load(Ordering::SeqCst) {
+            let mut response = Response::new(Full::new(Bytes::from_static(b"down")));
+            *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            return response;
+        }
         let body = self.bodies.lock().ok().and_then(|b| b.get(path).cloned());
+        if body.is_some() {
+            if let Ok(mut last) = self.last_ok.lock() {
+                *last = Some(Instant::now());
+            }
+        }
         let mut response = Response::new(Full::new(Bytes::from(body.clone().unwrap_or_default())));
         if body.is_none() {
             *response.status_mut() = StatusCode::NOT_FOUND;
@@ -145,7 +171,8 @@ fn policy(jwks_url: &str, upstream: &str) -> Value {
             "id": "attack-idp", "issuer": ISSUER, "audiences": [AUDIENCE],
             "algorithms": ["RS256", "ES256", "EdDSA"],
             "max_token_bytes": MAX_TOKEN_BYTES,
-            "keys": {"jwks_url": jwks_url, "refresh_seconds": 60, "max_stale_seconds": 600},
+            "keys": {"jwks_url": jwks_url, "refresh_seconds": REFRESH_SECONDS,
+                     "max_stale_seconds": MAX_STALE_SECONDS},
         }],
         "resources": [{
             "name": "orders", "upstream": upstream, "issuers": ["attack-idp"],
@@ -162,6 +189,72 @@ struct Outcome {
     status: u16,
     error: String,
     reference: String,
+}
+
+/// The JWKS endpoint goes down; returns a summary of what the edge did.
+async fn outage(
+    files: &Files,
+    http: &reqwest::Client,
+    edge: &str,
+    authorization: &str,
+) -> Result<String> {
+    let call = || async {
+        let response = http
+            .get(edge)
+            .header("authorization", authorization)
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        anyhow::Ok((status, body["error"].as_str().unwrap_or("").to_string()))
+    };
+    files.down.store(true, Ordering::SeqCst);
+    let last_ok = files
+        .last_ok
+        .lock()
+        .ok()
+        .and_then(|l| *l)
+        .context("the JWK set was never served")?;
+    let allowance = Duration::from_secs(REFRESH_SECONDS + MAX_STALE_SECONDS);
+    // Served from the cached keys until the allowance ends, refused (503) after.
+    let mut last_accepted = None;
+    let refused_at = loop {
+        let (status, error) = call().await?;
+        let age = last_ok.elapsed();
+        match (status, error.as_str()) {
+            (200, _) => last_accepted = Some(age),
+            (503, "token_keys_unavailable") => break age,
+            _ => bail!("during the outage, after {age:.1?}: {status} {error}"),
+        }
+        if age > allowance + Duration::from_secs(5) {
+            bail!("still accepted {age:.1?} after the last fetch (allowance {allowance:?})");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let served = last_accepted.context("refused at once, cached keys not used")?;
+    if refused_at + Duration::from_secs(1) < allowance {
+        bail!("refused after {refused_at:.1?}, before the allowance of {allowance:?}");
+    }
+    // The endpoint is back: the edge retries every 10 s.
+    files.down.store(false, Ordering::SeqCst);
+    let back = Instant::now();
+    loop {
+        let (status, error) = call().await?;
+        if status == 200 {
+            break;
+        }
+        if back.elapsed() > Duration::from_secs(15) {
+            bail!("not recovered 15 s after the JWKS endpoint came back: {status} {error}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Ok(format!(
+        "cached keys served for {:.1} s after the last fetch, refused from {:.1} s (503 token_keys_unavailable; allowance {} s), recovered {:.1} s after the endpoint came back",
+        served.as_secs_f64(),
+        refused_at.as_secs_f64(),
+        allowance.as_secs(),
+        back.elapsed().as_secs_f64()
+    ))
 }
 
 #[tokio::main]
@@ -347,6 +440,20 @@ async fn main() -> Result<()> {
             failed += 1;
             bypassed += 1;
             println!("FAIL attacker's {path} fetched {n} times");
+        }
+    }
+    if !args.no_outage {
+        let valid = outcomes
+            .iter()
+            .find(|o| o.case.expect == "accept")
+            .map(|o| o.case.authorization.clone())
+            .unwrap_or_default();
+        match outage(&files, &http, &edge, &valid).await {
+            Ok(line) => println!("ok   jwks-outage: {line}"),
+            Err(err) => {
+                failed += 1;
+                println!("FAIL jwks-outage: {err:#}");
+            }
         }
     }
     if tried < 25 {
