@@ -27,8 +27,11 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often the background refresher looks for due refreshes.
 const TICK: Duration = Duration::from_secs(1);
 
-/// Fetches and installs the keys of `issuer_id` if the rate limit allows.
+/// Fetches and installs the keys of `issuer_id` if the rate limit allows. Fetches run one at a
+/// time: a caller arriving while one is in flight waits for it (and then usually finds the rate
+/// limit reached and the new keys installed).
 pub async fn refresh(edge: &Edge, policy: &ActivePolicy, issuer_id: &str) {
+    let _fetching = edge.policy.jwks_fetch.lock().await;
     let now = now_ms();
     {
         let mut store = edge.policy.jwks.write().unwrap_or_else(|p| p.into_inner());

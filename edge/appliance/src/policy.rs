@@ -47,6 +47,9 @@ pub struct PolicyHolder {
     crs: sase_waf::CrsPaths,
     /// Keys of `jwks_url` issuers, fetched by the daemon.
     pub jwks: RwLock<JwksStore>,
+    /// Held for the duration of a JWKS fetch, so that a request needing keys waits for a fetch
+    /// in flight instead of being refused because the rate limit says "just fetched".
+    pub jwks_fetch: tokio::sync::Mutex<()>,
     /// Verified tokens (by SHA-256), emptied whenever a new policy is swapped in.
     pub tokens: TokenCache,
 }
@@ -71,6 +74,7 @@ impl PolicyHolder {
             bundle_path,
             crs,
             jwks: RwLock::new(JwksStore::new()),
+            jwks_fetch: tokio::sync::Mutex::new(()),
             tokens: TokenCache::new(),
         }
     }
