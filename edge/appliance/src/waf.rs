@@ -439,6 +439,8 @@ mod tests {
         let _ = waiter.await;
         release.send(()).expect("release");
         assert!(matches!(busy.await.expect("join"), PoolOutcome::Done(1)));
+        // The abandoned job keeps its place until the freed worker reaches it and skips it.
+        until_queued(&stage, 0).await;
         // Every later request is served, never refused as overload.
         for n in 0..10 {
             assert!(matches!(stage.run(move |_| Ok(n)).await, PoolOutcome::Done(v) if v == n));

@@ -331,7 +331,10 @@ fn the_method_rule_allows_exactly_the_route_methods() {
             method,
             ..get("/api/v1/cart/items/8412")
         };
-        assert_clean(&inspect("rest", &req), &format!("{method} on a route that allows it"));
+        assert_clean(
+            &inspect("rest", &req),
+            &format!("{method} on a route that allows it"),
+        );
     }
     // PATCH is not among the route's methods (the gateway refuses it first; the WAF agrees).
     let patch = HttpRequest {
