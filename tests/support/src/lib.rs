@@ -6,7 +6,10 @@
 //!   `sase-demo-app` binary).
 //! - [`process`]: child-process and readiness helpers for end-to-end drivers.
 //! - [`stack`]: a control plane with an enrolled edge, started for end-to-end drivers.
+//! - [`control`]: a control plane alone, with devices enrolled through `sase-edge enroll`
+//!   (for drivers that speak the device channel themselves).
 
+pub mod control;
 pub mod demo_app;
 pub mod issuer;
 pub mod process;
