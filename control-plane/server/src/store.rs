@@ -818,7 +818,13 @@ impl Store {
                     if col > 0 {
                         sql.push(',');
                     }
-                    sql.push_str(&format!("${}", row * COLUMNS + col + 1));
+                    // SQLite resolves every `$N` by a linear scan of the statement's parameter
+                    // names (quadratic in a 1,000-parameter insert: it was half of the ingest
+                    // CPU); anonymous `?` parameters bind by position in the same order.
+                    match self.backend {
+                        Backend::Sqlite => sql.push('?'),
+                        Backend::Postgres => sql.push_str(&format!("${}", row * COLUMNS + col + 1)),
+                    }
                 }
                 sql.push(')');
             }
