@@ -48,4 +48,10 @@ tests/conformance/crs.sh
 step "WAF throughput smoke: edge vs nginx + ModSecurity (debug build, 2 s per scenario; the figure comes from the full run, docs/PERFORMANCE.md)"
 SASE_PROFILE=debug WAF_PERF_SECONDS=2 WAF_PERF_ROUNDS=1 WAF_PERF_MIN_RATIO=0 tests/perf/waf.sh
 
+step "audit tamper test: direct edits of SQLite and PostgreSQL are found and named by sase-audit verify"
+tests/e2e/audit-tamper.sh
+
+step "audit ingest throughput smoke (debug build, 20,000 events per backend; the figure comes from the release run, docs/PERFORMANCE.md)"
+SASE_PROFILE=debug AUDIT_PERF_EVENTS=20000 tests/perf/audit.sh
+
 printf '\n=== all checks passed in %ss\n' "$((SECONDS - STARTED))"
