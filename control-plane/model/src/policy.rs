@@ -173,6 +173,10 @@ pub struct HttpResource {
     /// when omitted.
     #[serde(default)]
     pub waf: WafSettings,
+    /// The API's contract (an inline OpenAPI document) and response hardening (scrubbing,
+    /// error rewriting, security headers, CORS); see [`crate::api_contract`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<crate::api_contract::ApiSettings>,
 }
 
 fn default_body_limit() -> u64 {
@@ -495,8 +499,9 @@ impl std::fmt::Display for ValidationError {
 #[error("policy is invalid: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
 pub struct PolicyError(pub Vec<ValidationError>);
 
-/// Largest policy document accepted, in bytes.
-pub const MAX_POLICY_BYTES: usize = 1024 * 1024;
+/// Largest policy document accepted, in bytes (2 MiB: room for inline OpenAPI documents; the
+/// signed bundle, at most [`crate::bundle::MAX_BUNDLE_BYTES`], still holds it).
+pub const MAX_POLICY_BYTES: usize = 2 * 1024 * 1024;
 
 impl Policy {
     /// Parses and validates a JSON policy document.
@@ -709,6 +714,7 @@ impl Policy {
                     "must be between 1 and 67108864",
                 );
             }
+            crate::api_contract::check(&at, resource, &mut push);
             let mut route_ids = BTreeSet::new();
             let mut seen = BTreeSet::new();
             for (o, route) in resource.routes.iter().enumerate() {

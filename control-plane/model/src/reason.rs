@@ -61,6 +61,18 @@ pub enum Reason {
     /// The issuer's JWK set could not be fetched for longer than its `max_stale_seconds`: the
     /// keys held are too old to be trusted, so no token of that issuer is accepted.
     TokenKeysUnavailable,
+    /// A path, query or header parameter is missing or does not match the operation's
+    /// OpenAPI schema.
+    ParameterInvalid,
+    /// The request body is missing, not JSON, or does not match the operation's schema
+    /// (wrong type, missing required property, undocumented property).
+    BodyInvalid,
+    /// The request's content type is not one the operation declares.
+    ContentTypeUnsupported,
+    /// A CORS preflight from an origin, or for a method or header, the API does not allow.
+    CorsRefused,
+    /// The upstream failed (5xx); its body was replaced by the generic error.
+    UpstreamError,
 }
 
 impl Reason {
@@ -92,6 +104,11 @@ impl Reason {
             Reason::TokenCritUnsupported => "token_crit_unsupported",
             Reason::TokenTooLarge => "token_too_large",
             Reason::TokenKeysUnavailable => "token_keys_unavailable",
+            Reason::ParameterInvalid => "parameter_invalid",
+            Reason::BodyInvalid => "body_invalid",
+            Reason::ContentTypeUnsupported => "content_type_unsupported",
+            Reason::CorsRefused => "cors_refused",
+            Reason::UpstreamError => "upstream_error",
         }
     }
 
@@ -124,6 +141,10 @@ impl Reason {
             Reason::WafBlocked => 403,
             Reason::WafOverloaded => 503,
             Reason::MethodNotAllowed => 405,
+            Reason::ParameterInvalid | Reason::BodyInvalid => 400,
+            Reason::ContentTypeUnsupported => 415,
+            Reason::CorsRefused => 403,
+            Reason::UpstreamError => 502,
         }
     }
 }
@@ -147,6 +168,11 @@ mod tests {
             Reason::TokenCritUnsupported,
             Reason::TokenTooLarge,
             Reason::TokenKeysUnavailable,
+            Reason::ParameterInvalid,
+            Reason::BodyInvalid,
+            Reason::ContentTypeUnsupported,
+            Reason::CorsRefused,
+            Reason::UpstreamError,
         ] {
             let json = serde_json::to_string(&reason).expect("json");
             assert_eq!(json, format!("\"{}\"", reason.as_str()));

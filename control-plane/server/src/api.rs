@@ -612,6 +612,14 @@ pub async fn put_policy(
         )
     })?;
     check_waf_loads(&state, &policy).await?;
+    // OpenAPI documents compile into validators exactly as the edge will compile them.
+    sase_gateway::check_contracts(&policy).map_err(|errors| {
+        ApiError::invalid(
+            "contract_invalid",
+            "an API contract (OpenAPI document) does not compile; see `errors`",
+            errors,
+        )
+    })?;
     let stored = publish_policy(&state, &tenant_id, policy, &admin.username).await?;
     let pushed = state.hub.broadcast(
         &tenant_id,

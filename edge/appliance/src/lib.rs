@@ -10,6 +10,7 @@
 //! * [`waf`] — the CRS rule set of a policy and the bounded pool that runs inspections.
 
 pub mod channel;
+pub mod contract;
 pub mod identity;
 pub mod jwks;
 pub mod listener;

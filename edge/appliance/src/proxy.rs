@@ -105,15 +105,25 @@ pub fn new_reference() -> String {
     hex::encode(bytes)
 }
 
-fn full(bytes: impl Into<Bytes>) -> Body {
+pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())
         .map_err(|never| match never {})
         .boxed()
 }
 
 fn refusal(reason: Reason, reference: &str) -> Response<Body> {
+    refusal_detail(reason, reference, None)
+}
+
+/// A refusal whose message adds `detail` (an API contract violation names the JSON pointer of
+/// the offending field, never its value).
+fn refusal_detail(reason: Reason, reference: &str, detail: Option<&str>) -> Response<Body> {
     let status = StatusCode::from_u16(reason.http_status()).unwrap_or(StatusCode::FORBIDDEN);
-    let mut response = Response::new(full(error_body(reason, reference)));
+    let body = match detail {
+        Some(detail) => sase_gateway::error_body_detail(reason, reference, detail),
+        None => error_body(reason, reference),
+    };
+    let mut response = Response::new(full(body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(
@@ -180,19 +190,22 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-struct Audit<'a> {
+pub(crate) struct Audit<'a> {
     edge: &'a Edge,
     started: Instant,
-    reference: String,
+    pub(crate) reference: String,
     method: String,
     path: String,
     client: SocketAddr,
     policy_version: u64,
     waf: Option<WafVerdict>,
+    /// What the API contract stage found or changed (pointer of a violation, scrubbed
+    /// properties, a replaced error body).
+    pub(crate) detail: Option<String>,
 }
 
 impl Audit<'_> {
-    fn record(
+    pub(crate) fn record(
         &self,
         reason: Reason,
         status: u16,
@@ -225,7 +238,7 @@ impl Audit<'_> {
                 latency_us: u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX),
                 client_ip: self.client.ip().to_string(),
             }),
-            detail: None,
+            detail: self.detail.clone(),
             waf: self.waf.clone(),
         };
         match self.edge.spool.append(event) {
@@ -237,8 +250,13 @@ impl Audit<'_> {
         }
     }
 
+    /// The request path as recorded.
+    pub(crate) fn path(&self) -> &str {
+        &self.path
+    }
+
     /// Records a refusal and builds its answer.
-    fn deny(
+    pub(crate) fn deny(
         &self,
         reason: Reason,
         resource: &str,
@@ -246,7 +264,7 @@ impl Audit<'_> {
         identity: Option<String>,
     ) -> Response<Body> {
         self.record(reason, reason.http_status(), resource, route, identity);
-        refusal(reason, &self.reference)
+        refusal_detail(reason, &self.reference, self.detail.as_deref())
     }
 }
 
@@ -285,6 +303,7 @@ pub fn audit_refused_by_parser(
         client,
         policy_version: edge.policy.snapshot().map_or(0, |p| p.version),
         waf: None,
+        detail: None,
     };
     audit.record(reason, reason.http_status(), "", "", None)
 }
@@ -335,6 +354,7 @@ async fn handle_inner(
         client,
         policy_version: policy.as_ref().map_or(0, |p| p.version),
         waf: None,
+        detail: None,
     };
     let Some(policy) = policy else {
         return audit.deny(Reason::NoPolicy, "", "", None);
@@ -379,6 +399,11 @@ async fn handle_inner(
         .headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
+    if parts.method == http::Method::OPTIONS {
+        if let Some(response) = crate::contract::preflight(&audit, &policy, &parts.headers, host) {
+            return response;
+        }
+    }
     let request_parts = RequestParts {
         method: parts.method.as_str(),
         host,
@@ -521,6 +546,21 @@ async fn handle_inner(
         None => None,
     };
 
+    // API contract (OpenAPI operation of the route, if any): parameters, content type, body.
+    let api = allowed.api.as_ref();
+    if let Some(api) = api.filter(|a| a.has_operation()) {
+        let request = sase_gateway::ContractRequest {
+            path: parts.uri.path(),
+            query: parts.uri.query(),
+            headers: &parts.headers,
+            body: &body,
+        };
+        if let Err(violation) = api.check_request(&request) {
+            audit.detail = Some(violation.to_string());
+            return audit.deny(violation.reason, resource, route, identity);
+        }
+    }
+
     let query = parts
         .uri
         .query()
@@ -535,6 +575,10 @@ async fn handle_inner(
     let mut headers = parts.headers.clone();
     strip_hop_by_hop(&mut headers);
     headers.remove(header::HOST);
+    if api.is_some_and(|a| a.has_operation()) {
+        // Response scrubbing needs a body it can read: no compression from the upstream.
+        headers.remove(header::ACCEPT_ENCODING);
+    }
     let sase_headers: Vec<HeaderName> = headers
         .keys()
         .filter(|n| n.as_str().starts_with("x-sase-"))
@@ -591,7 +635,7 @@ async fn handle_inner(
 
     // WAF response phases, when the route asks for them: the body is buffered (up to a limit)
     // so that it can be refused before any of it reaches the client.
-    let body: Body = match (&waf_scope, inspected) {
+    let body: crate::contract::UpstreamBody = match (&waf_scope, inspected) {
         (Some((settings, rules)), Some(request)) if settings.inspect_responses => {
             let collected = match tokio::time::timeout(
                 edge.limits.upstream_timeout,
@@ -671,10 +715,32 @@ async fn handle_inner(
                     }
                 }
             }
+            crate::contract::UpstreamBody::Buffered(collected)
+        }
+        _ => crate::contract::UpstreamBody::Streaming(upstream_body),
+    };
+    let body = match api {
+        Some(api) => {
+            let origin = parts.headers.get(header::ORIGIN);
+            match crate::contract::harden_response(
+                edge, api, &mut head, body, origin, tls, &mut audit,
+            )
+            .await
+            {
+                Ok(body) => body,
+                Err(reason) => return audit.deny(reason, resource, route, identity),
+            }
+        }
+        None => body,
+    };
+    let body: Body = match body {
+        crate::contract::UpstreamBody::Buffered(collected) => {
             head.headers.remove(header::CONTENT_LENGTH);
             full(collected)
         }
-        _ => upstream_body.map_err(std::io::Error::other).boxed(),
+        crate::contract::UpstreamBody::Streaming(upstream_body) => {
+            upstream_body.map_err(std::io::Error::other).boxed()
+        }
     };
     if !audit.record(
         Reason::Allowed,
@@ -720,7 +786,7 @@ async fn inspect_unrouted(
 }
 
 /// Largest response body buffered for WAF inspection.
-const MAX_INSPECTED_RESPONSE: usize = 4 * 1024 * 1024;
+pub(crate) const MAX_INSPECTED_RESPONSE: usize = 4 * 1024 * 1024;
 
 /// An owned copy of what the WAF needs from a request (moved into the inspection pool).
 #[derive(Clone)]

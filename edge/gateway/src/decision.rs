@@ -8,7 +8,10 @@ use std::sync::Arc;
 use sase_model::Reason;
 use serde_json::{Map, Value};
 
+use sase_model::policy::Method;
+
 use crate::cache::TokenCache;
+use crate::contract::ApiHandle;
 use crate::jwks::JwksStore;
 use crate::jwt::{self, TokenFailure};
 use crate::policy::CompiledPolicy;
@@ -70,6 +73,9 @@ pub struct Allowed {
     pub subject: Option<String>,
     /// Largest request body the resource accepts, in bytes.
     pub max_body_bytes: u64,
+    /// The resource's API contract and the route's operation, when the resource has an `api`
+    /// block (`None` costs nothing further on the request path).
+    pub api: Option<ApiHandle>,
 }
 
 /// A refused request.
@@ -128,6 +134,12 @@ fn decide_inner(
             identity,
             subject,
             max_body_bytes: resource.max_body_bytes,
+            api: resource.contract.as_ref().map(|c| {
+                ApiHandle::new(
+                    c.clone(),
+                    Method::from_http(req.method).and_then(|m| route.operation(m)),
+                )
+            }),
         })
     };
 
@@ -225,6 +237,17 @@ pub fn error_body(reason: Reason, reference: &str) -> String {
     .to_string()
 }
 
+/// Like [`error_body`], the message followed by `detail` (for an API contract violation, what
+/// is wrong and the JSON pointer of the field: never the field's value).
+pub fn error_body_detail(reason: Reason, reference: &str, detail: &str) -> String {
+    serde_json::json!({
+        "error": reason.as_str(),
+        "message": format!("{}: {detail}", message(reason)),
+        "reference": reference,
+    })
+    .to_string()
+}
+
 fn message(reason: Reason) -> &'static str {
     match reason {
         Reason::Allowed => "the request was allowed",
@@ -258,6 +281,11 @@ fn message(reason: Reason) -> &'static str {
         Reason::TokenKeysUnavailable => {
             "the keys of the token's issuer cannot be refreshed; try again later"
         }
+        Reason::ParameterInvalid => "a request parameter does not match the API contract",
+        Reason::BodyInvalid => "the request body does not match the API contract",
+        Reason::ContentTypeUnsupported => "this content type is not accepted here",
+        Reason::CorsRefused => "this cross-origin request is not allowed",
+        Reason::UpstreamError => "the service failed to handle the request",
     }
 }
 

@@ -28,6 +28,15 @@ pub enum CompileError {
         /// Why the template is malformed.
         reason: String,
     },
+    /// A resource's OpenAPI document does not compile into validators.
+    #[error("resource {resource}: API contract: {source}")]
+    Contract {
+        /// Resource name.
+        resource: String,
+        /// What is wrong, and where in the document.
+        #[source]
+        source: crate::contract::ContractError,
+    },
     /// A resource names an issuer id the policy does not define.
     #[error("resource {resource} trusts unknown issuer {issuer}")]
     UnknownIssuer {

@@ -10,11 +10,16 @@
 //! * [`decide`] / [`decide_cached`] — the verdict for one request: route, bearer token, scopes
 //!   and groups.
 //! * [`error_body`] — the JSON body the shell sends with a refusal.
+//! * [`ApiHandle`] — the API contract (OpenAPI operations compiled once per policy):
+//!   request checks, response scrubbing, security headers, CORS; [`preflight`] answers CORS
+//!   preflights; [`check_contracts`] lets the control plane refuse a document that does not
+//!   compile.
 //!
 //! Deny by default: a request that matches no route is refused, and a token is only accepted
 //! when signed with an algorithm from its issuer's allowlist by one of that issuer's keys.
 
 mod cache;
+mod contract;
 mod decision;
 mod error;
 mod jwks;
@@ -24,7 +29,13 @@ mod policy;
 mod strict_json;
 
 pub use cache::{TokenCache, DEFAULT_TOKEN_CACHE_ENTRIES};
-pub use decision::{decide, decide_cached, error_body, Allowed, Denied, RequestParts, Verdict};
+pub use contract::{
+    check_contracts, preflight, ApiHandle, CompiledContract, ContractError, ContractRequest,
+    ContractViolation, Preflight, ResponsePlan,
+};
+pub use decision::{
+    decide, decide_cached, error_body, error_body_detail, Allowed, Denied, RequestParts, Verdict,
+};
 pub use error::{CompileError, KeyError};
 pub use jwks::{JwksStore, REFETCH_INTERVAL_MS};
 pub use jwt::MAX_TOKEN_BYTES;

@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sase_model::policy::{JwtAlgorithm, Method, PathTemplate};
 use sase_model::BundlePayload;
+use std::sync::Arc;
 
+use crate::contract::{CompiledContract, Operation};
 use crate::error::CompileError;
 use crate::jwks::JwksStore;
 use crate::keys::{parse_key_set, VerificationKey};
@@ -86,17 +88,31 @@ pub(crate) struct CompiledResource {
     pub(crate) issuers: Vec<usize>,
     routes: Vec<CompiledRoute>,
     pub(crate) max_body_bytes: u64,
+    /// The `api` settings (OpenAPI operations, response hardening), when the resource has them.
+    pub(crate) contract: Option<Arc<CompiledContract>>,
 }
 
 /// A route of a resource.
 #[derive(Debug)]
 pub(crate) struct CompiledRoute {
     pub(crate) id: String,
-    methods: Vec<Method>,
+    pub(crate) methods: Vec<Method>,
     template: PathTemplate,
     pub(crate) scopes: Vec<String>,
     pub(crate) groups: Vec<String>,
     pub(crate) public: bool,
+    /// The OpenAPI operation of each method that has one.
+    pub(crate) operations: Vec<(Method, Arc<Operation>)>,
+}
+
+impl CompiledRoute {
+    /// The operation for `method`, if the document has one.
+    pub(crate) fn operation(&self, method: Method) -> Option<Arc<Operation>> {
+        self.operations
+            .iter()
+            .find(|(m, _)| *m == method)
+            .map(|(_, op)| op.clone())
+    }
 }
 
 impl CompiledPolicy {
@@ -161,6 +177,15 @@ impl CompiledPolicy {
                 })?;
                 issuer_indices.push(index);
             }
+            let contract = match &resource.api {
+                Some(api) => Some(Arc::new(CompiledContract::compile(api).map_err(
+                    |source| CompileError::Contract {
+                        resource: resource.name.clone(),
+                        source,
+                    },
+                )?)),
+                None => None,
+            };
             let mut routes = Vec::with_capacity(resource.routes.len());
             for route in &resource.routes {
                 let template = PathTemplate::parse(&route.path).map_err(|reason| {
@@ -170,8 +195,17 @@ impl CompiledPolicy {
                         reason: reason.to_string(),
                     }
                 })?;
+                let operations = match &contract {
+                    Some(c) => route
+                        .methods
+                        .iter()
+                        .filter_map(|m| c.operation(*m, &template.shape()).map(|op| (*m, op)))
+                        .collect(),
+                    None => Vec::new(),
+                };
                 routes.push(CompiledRoute {
                     id: route.id.clone(),
+                    operations,
                     methods: route.methods.clone(),
                     template,
                     scopes: route.scopes.clone(),
@@ -190,6 +224,7 @@ impl CompiledPolicy {
                 issuers: issuer_indices,
                 routes,
                 max_body_bytes: resource.max_body_bytes,
+                contract,
             });
         }
 
