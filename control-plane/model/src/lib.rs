@@ -13,11 +13,11 @@
 //! * [`fleet`] — tenants, sites, devices and enrolment messages.
 //! * [`channel`] — the messages carried on the edge <-> control-plane channel.
 //! * [`reason`] — stable reason codes carried by every decision.
+//! * [`tunnel`] — typed rules of the per-identity packet ACL of ZTNA tunnels.
 //!
 //! The crate is pure Rust with no I/O, no clock and no async runtime, so it also builds for
 //! `wasm32-unknown-unknown` (the console reuses the validation).
 
-pub mod api_contract;
 pub mod audit;
 pub mod audit_export;
 pub mod bundle;
@@ -27,6 +27,7 @@ pub mod fleet;
 pub mod merkle;
 pub mod policy;
 pub mod reason;
+pub mod tunnel;
 
 pub use audit::{AuditEvent, ChainError, ChainVerifier, GENESIS_HASH};
 pub use bundle::{BundleError, BundlePayload, SignedBundle};
