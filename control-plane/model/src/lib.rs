@@ -18,6 +18,7 @@
 //! The crate is pure Rust with no I/O, no clock and no async runtime, so it also builds for
 //! `wasm32-unknown-unknown` (the console reuses the validation).
 
+pub mod api_contract;
 pub mod audit;
 pub mod audit_export;
 pub mod bundle;
