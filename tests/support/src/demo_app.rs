@@ -5,6 +5,14 @@
 //! gateway injects, body length) so tests can check what the proxy forwarded,
 //! and serves a few fixed "orders" endpoints for the demo. Served by the
 //! `sase-demo-app` binary; [`serve`] can also be run in-process.
+//!
+//! It also serves a deliberately careless "users" API for the API contract tests
+//! (`tests/e2e/contract.sh`, `tests/security/schemathesis.sh`): user records leak
+//! `password_hash` and `is_admin`, `POST /users` and `PATCH /users/{id}` accept any property
+//! (mass assignment), a non-numeric id or a non-object body crashes with a stack trace (500),
+//! `/report` leaks a connection string, `/legacy` always crashes, and every answer allows any
+//! origin (`Access-Control-Allow-Origin: *`). Each of these works directly against the app
+//! and is stopped by the edge.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -68,8 +76,8 @@ where
 {
     let (parts, body) = req.into_parts();
     // Always drain the body so keep-alive connections stay usable.
-    let body_bytes = match Limited::new(body, MAX_BODY_BYTES).collect().await {
-        Ok(collected) => collected.to_bytes().len(),
+    let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => collected.to_bytes(),
         Err(e) => {
             let too_large = e
                 .downcast_ref::<http_body_util::LengthLimitError>()
@@ -89,7 +97,11 @@ where
         }
     };
 
+    let body_bytes = body.len();
     let path = parts.uri.path();
+    if let Some(response) = users_api(&parts.method, path, &body) {
+        return Ok(response);
+    }
     if parts.method == Method::GET {
         if path == "/health" {
             return Ok(json_response(StatusCode::OK, &json!({ "status": "ok" })));
@@ -130,6 +142,89 @@ where
         "body_bytes": body_bytes,
     });
     Ok(json_response(StatusCode::OK, &body))
+}
+
+/// A user record as the careless "users" API stores it: with the fields it should never show.
+fn stored_user(id: u64) -> Value {
+    json!({
+        "id": id,
+        "name": "Ann",
+        "email": "ann@example.com",
+        "password_hash": "$2b$12$KIXQJf1r0nZ9Yx1u4b3m8u",
+        "is_admin": false,
+    })
+}
+
+fn stack_trace(what: &str) -> Response<Full<Bytes>> {
+    let text = format!(
+        "Traceback (most recent call last):\n  File \"/srv/users/app.py\", line 42, in handler\n    \
+         row = db.execute(\"SELECT * FROM users WHERE id = \" + {what})\n\
+         psycopg2.errors.InvalidTextRepresentation: invalid input syntax for type integer\n\
+         DATABASE_URL=postgres://admin:hunter2@db.internal/users\n"
+    );
+    let mut resp = Response::new(Full::new(Bytes::from(text)));
+    *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    resp
+}
+
+/// The careless "users" API (see the module docs); `None` for other paths.
+fn users_api(method: &Method, path: &str, body: &Bytes) -> Option<Response<Full<Bytes>>> {
+    let merged = |base: Value| -> Option<Value> {
+        let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(body) else {
+            return None;
+        };
+        let mut user = base;
+        if let Value::Object(u) = &mut user {
+            // Mass assignment: whatever the client sends is stored.
+            u.extend(fields);
+        }
+        Some(user)
+    };
+    let mut response = match (method, path) {
+        (&Method::GET, "/users") => {
+            json_response(StatusCode::OK, &json!([stored_user(1), stored_user(2)]))
+        }
+        (&Method::POST, "/users") => match merged(stored_user(3)) {
+            Some(user) => json_response(StatusCode::CREATED, &user),
+            None => stack_trace("body"),
+        },
+        (&Method::GET, "/report") => json_response(
+            StatusCode::OK,
+            &json!({"total": 2, "debug": {"dsn": "postgres://admin:hunter2@db.internal/users"}}),
+        ),
+        (&Method::GET, "/legacy") => stack_trace("legacy"),
+        (&Method::OPTIONS, p) if p == "/users" || p.starts_with("/users/") => {
+            // A preflight answer that allows anything from anywhere.
+            let mut resp = json_response(StatusCode::NO_CONTENT, &Value::Null);
+            *resp.body_mut() = Full::new(Bytes::new());
+            for (name, value) in [
+                ("access-control-allow-methods", "*"),
+                ("access-control-allow-headers", "*"),
+            ] {
+                resp.headers_mut()
+                    .insert(name, HeaderValue::from_static(value));
+            }
+            resp
+        }
+        (m, p) if p.starts_with("/users/") && (m == Method::GET || m == Method::PATCH) => {
+            let id = &p["/users/".len()..];
+            match id.parse::<u64>() {
+                Ok(id) if m == Method::GET => json_response(StatusCode::OK, &stored_user(id)),
+                Ok(id) => match merged(stored_user(id)) {
+                    Some(user) => json_response(StatusCode::OK, &user),
+                    None => stack_trace("body"),
+                },
+                Err(_) => stack_trace("id"),
+            }
+        }
+        _ => return None,
+    };
+    response
+        .headers_mut()
+        .insert("access-control-allow-origin", HeaderValue::from_static("*"));
+    Some(response)
 }
 
 /// Accepts connections on `listener` (HTTP/1.1 and h2c) until `shutdown`
