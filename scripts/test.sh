@@ -54,4 +54,10 @@ tests/e2e/audit-tamper.sh
 step "audit ingest throughput smoke (debug build, 20,000 events per backend; the figure comes from the release run, docs/PERFORMANCE.md)"
 SASE_PROFILE=debug AUDIT_PERF_EVENTS=20000 tests/perf/audit.sh
 
+step "API contract end-to-end: OpenAPI request checks, response scrubbing, error rewriting, headers, CORS (expects failed=0)"
+tests/e2e/contract.sh
+
+step "schemathesis through the edge against the contract's OpenAPI document (expects server_errors=0 accepted_invalid=0)"
+tests/security/schemathesis.sh
+
 printf '\n=== all checks passed in %ss\n' "$((SECONDS - STARTED))"

@@ -30,6 +30,12 @@ struct Args {
     /// The policy (with `UPSTREAM` where the app's URL goes).
     #[arg(long, default_value = "tests/e2e/data/contract-policy.yaml")]
     policy: PathBuf,
+    /// Instead of the checks: write the resource's OpenAPI document (with the edge as its
+    /// server) to `<work-dir>/openapi.json`, run this command with `EDGE_URL` and `OPENAPI`
+    /// set, stop everything and exit with the command's status (used by
+    /// tests/security/schemathesis.sh).
+    #[arg(long, num_args = 1.., allow_hyphen_values = true)]
+    exec: Vec<String>,
 }
 
 /// One HTTP answer, read whole.
@@ -474,6 +480,28 @@ async fn main() -> Result<()> {
         .timeout(Duration::from_secs(10))
         .build()?;
 
+    if let Some((program, rest)) = args.exec.split_first() {
+        let mut doc = policy["resources"][0]["api"]["openapi"].clone();
+        doc["servers"] = serde_json::json!([{ "url": edge }]);
+        // The contract as the edge enforces it: with `strict_properties` (the example's
+        // setting) undeclared properties are refused, so say so in the document the fuzzer
+        // reads, or it would count such bodies as valid.
+        if policy["resources"][0]["api"]["strict_properties"] != Value::Bool(false) {
+            close_objects(&mut doc);
+        }
+        let doc_path = args.work_dir.join("openapi.json");
+        std::fs::write(&doc_path, serde_json::to_vec_pretty(&doc)?)?;
+        let status = tokio::process::Command::new(program)
+            .args(rest)
+            .env("EDGE_URL", &edge)
+            .env("OPENAPI", &doc_path)
+            .status()
+            .await
+            .with_context(|| format!("running {program}"))?;
+        drop(stack);
+        std::process::exit(status.code().unwrap_or(1));
+    }
+
     let mut passed = 0usize;
     let mut failed = 0usize;
     let mut report = |name: &str, outcome: Result<(), String>| match outcome {
@@ -573,6 +601,31 @@ async fn main() -> Result<()> {
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// Adds `additionalProperties: false` to every schema that lists `properties` and says
+/// nothing about other properties (what `strict_properties` enforces; the example document
+/// has no `allOf`).
+fn close_objects(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            let open_said = [
+                "additionalProperties",
+                "unevaluatedProperties",
+                "patternProperties",
+            ]
+            .iter()
+            .any(|k| map.contains_key(*k));
+            if map.get("properties").is_some_and(Value::is_object) && !open_said {
+                map.insert("additionalProperties".into(), Value::Bool(false));
+            }
+            for child in map.values_mut() {
+                close_objects(child);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(close_objects),
+        _ => {}
+    }
 }
 
 /// Policy YAML as a JSON value, without validating it (the control plane must refuse it).
