@@ -42,6 +42,9 @@ tests/e2e/waf.sh
 step "JWT attacks through the edge (PyJWT-minted, expects bypassed=0)"
 tests/security/jwt-attacks.sh
 
+step "tenant isolation and roles over every control-plane endpoint (expects leaks=0)"
+tests/security/isolation.sh
+
 step "CRS 3.3.4 regression suite: edge vs nginx + ModSecurity (full, about a minute)"
 tests/conformance/crs.sh
 

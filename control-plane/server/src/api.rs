@@ -19,6 +19,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::{self, Admin, API_TOKEN_PREFIX, SESSION_COOKIE, SESSION_TTL_MS};
 use crate::error::ApiError;
 use crate::pki::{self, CertAndKey};
+use crate::rbac::{self, Permission, Scope, Target};
 use crate::state::{new_id, now_ms, SharedState};
 use crate::store::{Alert, AuditFilter, PolicyVersion};
 
@@ -29,6 +30,9 @@ pub struct LoginRequest {
     pub username: String,
     /// Password.
     pub password: String,
+    /// Current TOTP code, required once the admin has enrolled MFA.
+    #[serde(default)]
+    pub totp: Option<String>,
 }
 
 /// Sign-in answer (the session is also set as an HttpOnly cookie).
@@ -49,6 +53,9 @@ pub struct NewTokenRequest {
     pub name: String,
     /// Lifetime in hours (1 to 8760; default 24).
     pub ttl_hours: Option<i64>,
+    /// Permissions the token carries (`policy.read`, `audit.read`, …), a subset of the
+    /// creator's own; default: all of the creator's current permissions.
+    pub scopes: Option<Vec<String>>,
 }
 
 /// A new API token, shown once.
@@ -58,6 +65,8 @@ pub struct NewTokenResponse {
     pub token: String,
     /// When it stops working (Unix ms).
     pub expires_at_ms: i64,
+    /// The permissions it carries.
+    pub scopes: Vec<String>,
 }
 
 /// Request to create a tenant or a site.
@@ -203,6 +212,12 @@ pub async fn login(
         tracing::info!(username = %req.username, "failed sign-in");
         return Err(ApiError::unauthorized("wrong user name or password"));
     }
+    let record = state
+        .store
+        .admin(&admin_id)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("wrong user name or password"))?;
+    crate::admins::check_sign_in(&state, &record, req.totp.as_deref()).await?;
     let session = auth::random_secret(32);
     let now = now_ms();
     let expires_at_ms = now + SESSION_TTL_MS;
@@ -269,7 +284,32 @@ pub async fn create_token(
     admin: Admin,
     Json(req): Json<NewTokenRequest>,
 ) -> Result<(StatusCode, Json<NewTokenResponse>), ApiError> {
+    rbac::authorize_own(&admin, Permission::TokensCreate)?;
     let name = check_name(&req.name)?;
+    let own = admin.effective_permissions();
+    let scopes: std::collections::BTreeSet<Permission> = match &req.scopes {
+        None => own.clone(),
+        Some(names) => names
+            .iter()
+            .map(|n| {
+                Permission::parse(n).ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "scope_invalid",
+                        format!("unknown scope {n:?}"),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    if !scopes.is_subset(&own) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "scope_not_allowed",
+            "a token's scopes must be a subset of your own permissions",
+        ));
+    }
+    let scopes: Vec<String> = scopes.iter().map(|p| p.as_str().to_string()).collect();
     let hours = req.ttl_hours.unwrap_or(24);
     if !(1..=8760).contains(&hours) {
         return Err(ApiError::bad_request(
@@ -281,41 +321,61 @@ pub async fn create_token(
     let expires_at_ms = now + hours * 3_600_000;
     state
         .store
-        .insert_credential(
+        .insert_scoped_credential(
             &auth::secret_hash(&token),
             &admin.id,
             "api",
             &name,
+            Some(&scopes.join(" ")),
             now,
             expires_at_ms,
         )
         .await?;
+    crate::admin_audit::record(
+        &state,
+        &admin,
+        "token.create",
+        admin.scope.tenant_id(),
+        &admin.id,
+        serde_json::Value::Null,
+        serde_json::json!({"name": name, "scopes": scopes, "expires_at_ms": expires_at_ms}),
+    )
+    .await?;
     Ok((
         StatusCode::CREATED,
         Json(NewTokenResponse {
             token,
             expires_at_ms,
+            scopes,
         }),
     ))
 }
 
-/// Lists tenants.
+/// Lists the customer tenants in the caller's scope (an MSP's customers, or a customer's own).
 #[utoipa::path(get, path = "/api/tenants", responses((status = 200, body = Vec<Object>)))]
 pub async fn list_tenants(
     State(state): State<SharedState>,
-    _admin: Admin,
+    admin: Admin,
 ) -> Result<Json<Vec<Tenant>>, ApiError> {
-    Ok(Json(state.store.tenants().await?))
+    rbac::authorize_own(&admin, Permission::TenantsRead)?;
+    Ok(Json(match &admin.scope {
+        Scope::Msp { msp_id } => state.store.tenants_of_msp(msp_id).await?,
+        Scope::Customer { tenant_id, .. } => {
+            state.store.tenant(tenant_id).await?.into_iter().collect()
+        }
+    }))
 }
 
-/// Creates a tenant (and its CA).
+/// Creates a customer tenant (and its CA) under the caller's MSP.
 #[utoipa::path(post, path = "/api/tenants", request_body = NameRequest,
     responses((status = 201, body = Object), (status = 409, body = crate::error::ErrorBody)))]
 pub async fn create_tenant(
     State(state): State<SharedState>,
-    _admin: Admin,
+    admin: Admin,
     Json(req): Json<NameRequest>,
 ) -> Result<(StatusCode, Json<Tenant>), ApiError> {
+    let msp_id = admin.scope.msp_id().to_string();
+    rbac::authorize(&admin, Permission::TenantsCreate, Target::Msp(&msp_id))?;
     let name = check_name(&req.name)?;
     let tenant = Tenant {
         id: new_id("ten"),
@@ -329,7 +389,7 @@ pub async fn create_tenant(
         .map_err(ApiError::internal)?;
     match state
         .store
-        .create_tenant(&tenant, &ca.cert_pem, &ca.key_pem)
+        .create_tenant_in(&tenant, &msp_id, &ca.cert_pem, &ca.key_pem)
         .await
     {
         Ok(()) => {}
@@ -343,15 +403,17 @@ pub async fn create_tenant(
         .device_verifier
         .reload(&roots)
         .map_err(ApiError::internal)?;
+    crate::admin_audit::record(
+        &state,
+        &admin,
+        "tenant.create",
+        Some(&tenant.id),
+        &tenant.id,
+        serde_json::Value::Null,
+        serde_json::json!(tenant),
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(tenant)))
-}
-
-async fn require_tenant(state: &SharedState, tenant_id: &str) -> Result<Tenant, ApiError> {
-    state
-        .store
-        .tenant(tenant_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("no such tenant"))
 }
 
 /// Lists a tenant's sites.
@@ -360,10 +422,10 @@ async fn require_tenant(state: &SharedState, tenant_id: &str) -> Result<Tenant, 
     responses((status = 200, body = Vec<Object>)))]
 pub async fn list_sites(
     State(state): State<SharedState>,
-    _admin: Admin,
+    admin: Admin,
     Path(tenant_id): Path<String>,
 ) -> Result<Json<Vec<Site>>, ApiError> {
-    require_tenant(&state, &tenant_id).await?;
+    rbac::authorize_tenant(&state, &admin, Permission::TenantsRead, &tenant_id).await?;
     Ok(Json(state.store.sites(&tenant_id).await?))
 }
 
@@ -373,11 +435,11 @@ pub async fn list_sites(
     responses((status = 201, body = Object)))]
 pub async fn create_site(
     State(state): State<SharedState>,
-    _admin: Admin,
+    admin: Admin,
     Path(tenant_id): Path<String>,
     Json(req): Json<NameRequest>,
 ) -> Result<(StatusCode, Json<Site>), ApiError> {
-    require_tenant(&state, &tenant_id).await?;
+    rbac::authorize_tenant(&state, &admin, Permission::SitesWrite, &tenant_id).await?;
     let site = Site {
         id: new_id("site"),
         tenant_id,
@@ -385,7 +447,19 @@ pub async fn create_site(
         created_at_ms: now_ms(),
     };
     match state.store.create_site(&site).await {
-        Ok(()) => Ok((StatusCode::CREATED, Json(site))),
+        Ok(()) => {
+            crate::admin_audit::record(
+                &state,
+                &admin,
+                "site.create",
+                Some(&site.tenant_id),
+                &site.id,
+                serde_json::Value::Null,
+                serde_json::json!(site),
+            )
+            .await?;
+            Ok((StatusCode::CREATED, Json(site)))
+        }
         Err(e) if is_unique_violation(&e) => Err(ApiError::conflict(
             "a site with this name exists in the tenant",
         )),
@@ -399,7 +473,7 @@ pub async fn create_site(
     responses((status = 201, body = ClaimCodeResponse)))]
 pub async fn create_claim_code(
     State(state): State<SharedState>,
-    _admin: Admin,
+    admin: Admin,
     Path(site_id): Path<String>,
     body: Option<Json<ClaimCodeRequest>>,
 ) -> Result<(StatusCode, Json<ClaimCodeResponse>), ApiError> {
@@ -410,11 +484,7 @@ pub async fn create_claim_code(
             "ttl_minutes must be between 1 and 43200",
         ));
     }
-    let site = state
-        .store
-        .site(&site_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("no such site"))?;
+    let site = rbac::authorize_site(&state, &admin, Permission::ClaimCodesCreate, &site_id).await?;
     let code = auth::claim_code();
     let now = now_ms();
     let expires_at_ms = now + minutes * 60_000;
@@ -422,6 +492,16 @@ pub async fn create_claim_code(
         .store
         .insert_claim_code(&auth::secret_hash(&code), &site, now, expires_at_ms)
         .await?;
+    crate::admin_audit::record(
+        &state,
+        &admin,
+        "claim_code.create",
+        Some(&site.tenant_id),
+        &site.id,
+        serde_json::Value::Null,
+        serde_json::json!({"site_id": site.id, "expires_at_ms": expires_at_ms}),
+    )
+    .await?;
     Ok((
         StatusCode::CREATED,
         Json(ClaimCodeResponse {
@@ -517,10 +597,10 @@ pub async fn enroll(
     responses((status = 200, body = Vec<Object>)))]
 pub async fn list_devices(
     State(state): State<SharedState>,
-    _admin: Admin,
+    admin: Admin,
     Path(tenant_id): Path<String>,
 ) -> Result<Json<Vec<Device>>, ApiError> {
-    require_tenant(&state, &tenant_id).await?;
+    rbac::authorize_tenant(&state, &admin, Permission::DevicesRead, &tenant_id).await?;
     Ok(Json(state.store.devices(&tenant_id).await?))
 }
 
@@ -542,10 +622,10 @@ fn policy_view(version: PolicyVersion, pushed_to: Option<usize>) -> Result<Polic
     responses((status = 200, body = PolicyView), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn get_policy(
     State(state): State<SharedState>,
-    _admin: Admin,
+    admin: Admin,
     Path(tenant_id): Path<String>,
 ) -> Result<Json<PolicyView>, ApiError> {
-    require_tenant(&state, &tenant_id).await?;
+    rbac::authorize_tenant(&state, &admin, Permission::PolicyRead, &tenant_id).await?;
     let latest = state
         .store
         .latest_policy(&tenant_id)
@@ -560,10 +640,10 @@ pub async fn get_policy(
     responses((status = 200, body = Vec<PolicyView>)))]
 pub async fn list_policy_versions(
     State(state): State<SharedState>,
-    _admin: Admin,
+    admin: Admin,
     Path(tenant_id): Path<String>,
 ) -> Result<Json<Vec<PolicyView>>, ApiError> {
-    require_tenant(&state, &tenant_id).await?;
+    rbac::authorize_tenant(&state, &admin, Permission::PolicyRead, &tenant_id).await?;
     let versions = state.store.policy_versions(&tenant_id).await?;
     Ok(Json(
         versions
@@ -585,7 +665,7 @@ pub async fn put_policy(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Json<PolicyView>, ApiError> {
-    require_tenant(&state, &tenant_id).await?;
+    rbac::authorize_tenant(&state, &admin, Permission::PolicyWrite, &tenant_id).await?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -629,6 +709,7 @@ pub async fn put_policy(
         },
     );
     tracing::info!(tenant = %tenant_id, version = stored.version, pushed, "policy published");
+    crate::admin_audit::record_policy_change(&state, &admin, &stored).await?;
     Ok(Json(policy_view(stored, Some(pushed))?))
 }
 
@@ -745,9 +826,11 @@ pub async fn publish_policy(
     responses((status = 200, body = AuditPage)))]
 pub async fn query_audit(
     State(state): State<SharedState>,
-    _admin: Admin,
+    admin: Admin,
     Query(q): Query<AuditQuery>,
 ) -> Result<Json<AuditPage>, ApiError> {
+    let tenant_ids =
+        rbac::visible_tenants(&state, &admin, Permission::AuditRead, q.tenant.as_deref()).await?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=10_000).contains(&limit) {
         return Err(ApiError::bad_request("limit must be between 1 and 10000"));
@@ -759,6 +842,7 @@ pub async fn query_audit(
     }
     let filter = AuditFilter {
         tenant_id: q.tenant,
+        tenant_ids: Some(tenant_ids),
         device_id: q.device,
         from_ms: q.from_ms,
         to_ms: q.to_ms,
@@ -783,9 +867,10 @@ pub async fn query_audit(
     responses((status = 200, body = ChainReport)))]
 pub async fn verify_device_chain(
     State(state): State<SharedState>,
-    _admin: Admin,
+    admin: Admin,
     Path(device_id): Path<String>,
 ) -> Result<Json<ChainReport>, ApiError> {
+    rbac::authorize_device(&state, &admin, Permission::AuditRead, &device_id).await?;
     let head = state.store.audit_head(&device_id).await?;
     let mut verifier = sase_model::ChainVerifier::new(&device_id);
     let mut first_error = None;
@@ -878,10 +963,10 @@ pub struct ExportQuery {
     responses((status = 200, body = CheckpointView)))]
 pub async fn get_audit_checkpoint(
     State(state): State<SharedState>,
-    _admin: Admin,
+    admin: Admin,
     Path(tenant_id): Path<String>,
 ) -> Result<Json<CheckpointView>, ApiError> {
-    require_tenant(&state, &tenant_id).await?;
+    rbac::authorize_tenant(&state, &admin, Permission::AuditRead, &tenant_id).await?;
     Ok(Json(CheckpointView {
         checkpoint: state.store.latest_checkpoint(&tenant_id).await?,
         public_key: verifying_key_to_b64(&state.signing_key.verifying_key()),
@@ -896,11 +981,21 @@ pub async fn get_audit_checkpoint(
     responses((status = 200, body = CheckpointView)))]
 pub async fn sign_audit_checkpoint(
     State(state): State<SharedState>,
-    _admin: Admin,
+    admin: Admin,
     Path(tenant_id): Path<String>,
 ) -> Result<Json<CheckpointView>, ApiError> {
-    require_tenant(&state, &tenant_id).await?;
+    rbac::authorize_tenant(&state, &admin, Permission::AuditSign, &tenant_id).await?;
     let (checkpoint, _) = crate::audit_log::checkpoint(&state, &tenant_id, now_ms()).await?;
+    crate::admin_audit::record(
+        &state,
+        &admin,
+        "audit.checkpoint_sign",
+        Some(&tenant_id),
+        &tenant_id,
+        serde_json::Value::Null,
+        serde_json::json!({"tree_size": checkpoint.as_ref().map(|c| c.tree_size)}),
+    )
+    .await?;
     Ok(Json(CheckpointView {
         checkpoint,
         public_key: verifying_key_to_b64(&state.signing_key.verifying_key()),
@@ -912,11 +1007,11 @@ pub async fn sign_audit_checkpoint(
     responses((status = 200, body = ProofView), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn get_audit_proof(
     State(state): State<SharedState>,
-    _admin: Admin,
+    admin: Admin,
     Path(tenant_id): Path<String>,
     Query(q): Query<ProofQuery>,
 ) -> Result<Json<ProofView>, ApiError> {
-    require_tenant(&state, &tenant_id).await?;
+    rbac::authorize_tenant(&state, &admin, Permission::AuditRead, &tenant_id).await?;
     let not_found = || ApiError::not_found("no such event in this tenant's log");
     let (_, hash, log_index, event_json) = state
         .store
@@ -954,11 +1049,11 @@ pub async fn get_audit_proof(
     responses((status = 200, description = "JSON lines (application/x-ndjson)")))]
 pub async fn export_audit(
     State(state): State<SharedState>,
-    _admin: Admin,
+    admin: Admin,
     Path(tenant_id): Path<String>,
     Query(q): Query<ExportQuery>,
 ) -> Result<Response, ApiError> {
-    require_tenant(&state, &tenant_id).await?;
+    rbac::authorize_tenant(&state, &admin, Permission::AuditRead, &tenant_id).await?;
     let body = crate::audit_log::export(
         &state,
         &tenant_id,
@@ -972,13 +1067,28 @@ pub async fn export_audit(
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }
 
-/// Newest alerts first.
+/// Newest alerts first, within the caller's scope.
 #[utoipa::path(get, path = "/api/alerts", responses((status = 200, body = Vec<Alert>)))]
 pub async fn list_alerts(
     State(state): State<SharedState>,
-    _admin: Admin,
+    admin: Admin,
 ) -> Result<Json<Vec<Alert>>, ApiError> {
-    Ok(Json(state.store.alerts(500).await?))
+    rbac::authorize_own(&admin, Permission::AlertsRead)?;
+    let visible = rbac::visible_tenants(&state, &admin, Permission::AlertsRead, None).await?;
+    // Alerts about no tenant (e.g. an unknown client on the channel) belong to the operator of
+    // the control plane: the default MSP.
+    let operator =
+        matches!(&admin.scope, Scope::Msp { msp_id } if msp_id == crate::store::DEFAULT_MSP);
+    let alerts = state.store.alerts(500).await?;
+    Ok(Json(
+        alerts
+            .into_iter()
+            .filter(|a| match &a.tenant_id {
+                Some(t) => visible.contains(t),
+                None => operator,
+            })
+            .collect(),
+    ))
 }
 
 /// Liveness and database reachability.

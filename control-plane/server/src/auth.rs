@@ -1,5 +1,5 @@
 //! Admin authentication: argon2 password hashes, session cookies for the console, bearer API
-//! tokens for scripts, and the first-admin bootstrap.
+//! tokens for scripts, and the first-admin bootstrap (the owner of the default MSP).
 //!
 //! Secrets (session ids, API tokens) are 32 random bytes shown once; only their SHA-256 is
 //! stored, so a leaked database does not hand out live credentials.
@@ -12,8 +12,14 @@ use axum::http::request::Parts;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
+use std::collections::BTreeSet;
+
+use axum::http::StatusCode;
+
 use crate::error::ApiError;
+use crate::rbac::{Permission, Principal, Role, Scope};
 use crate::state::{now_ms, SharedState};
+use crate::store::{AdminRecord, CredentialRecord, DEFAULT_MSP};
 
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "sase_session";
@@ -74,15 +80,10 @@ pub fn secret_hash(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
-/// The authenticated admin behind a request (extractor). Accepts `Authorization: Bearer
-/// <api token or session id>` or the session cookie.
-#[derive(Debug, Clone)]
-pub struct Admin {
-    /// Admin id.
-    pub id: String,
-    /// User name, recorded as the author of changes.
-    pub username: String,
-}
+/// The authenticated admin behind a request (extractor): a [`Principal`] with role, scope
+/// and token scopes. Accepts `Authorization: Bearer <api token or session id>` or the session
+/// cookie.
+pub type Admin = Principal;
 
 fn credential_from(parts: &Parts) -> Option<String> {
     if let Some(value) = parts
@@ -107,7 +108,7 @@ fn credential_from(parts: &Parts) -> Option<String> {
         .map(|(_, value)| value.to_string())
 }
 
-impl FromRequestParts<SharedState> for Admin {
+impl FromRequestParts<SharedState> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(
@@ -120,16 +121,68 @@ impl FromRequestParts<SharedState> for Admin {
         if secret.len() > 256 {
             return Err(ApiError::unauthorized("credential is not valid"));
         }
-        let owner = state
+        let record = state
             .store
-            .credential(&secret_hash(&secret), now_ms())
+            .credential_record(&secret_hash(&secret))
             .await?
             .ok_or_else(|| ApiError::unauthorized("credential is not valid or has expired"))?;
-        Ok(Admin {
-            id: owner.admin_id,
-            username: owner.username,
-        })
+        principal_from(record, now_ms())
     }
+}
+
+/// Builds the principal of a stored credential, refusing expired credentials
+/// (`401 token_expired`) and disabled admins (`401 admin_disabled`).
+///
+/// # Errors
+/// As above, and `500` for a stored role or scope that does not parse.
+pub fn principal_from(record: CredentialRecord, now_ms: i64) -> Result<Principal, ApiError> {
+    if record.expires_at_ms <= now_ms {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "token_expired",
+            "this credential has expired",
+        ));
+    }
+    let admin = record.admin;
+    if admin.disabled_at_ms.is_some() {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "admin_disabled",
+            "this admin has been disabled",
+        ));
+    }
+    let role: Role = admin
+        .role
+        .parse()
+        .map_err(|_| ApiError::internal(format!("stored role {:?}", admin.role)))?;
+    let scope = match (role.is_msp(), admin.tenant_id) {
+        (true, _) => Scope::Msp {
+            msp_id: admin.msp_id,
+        },
+        (false, Some(tenant_id)) => Scope::Customer {
+            msp_id: admin.msp_id,
+            tenant_id,
+        },
+        (false, None) => return Err(ApiError::internal("customer admin without a tenant")),
+    };
+    let token_scopes = record
+        .scopes
+        .map(|s| {
+            s.split_whitespace()
+                .map(|name| {
+                    Permission::parse(name)
+                        .ok_or_else(|| ApiError::internal(format!("stored scope {name:?}")))
+                })
+                .collect::<Result<BTreeSet<_>, _>>()
+        })
+        .transpose()?;
+    Ok(Principal {
+        id: admin.id,
+        username: admin.username,
+        role,
+        scope,
+        token_scopes,
+    })
 }
 
 /// Creates the first admin when there is none. Returns the generated password when one was
@@ -156,9 +209,23 @@ pub async fn bootstrap_admin(
             .await
             .map_err(|e| ApiError::internal(e.to_string()))??
     };
+    // The first admin owns the default MSP (created by migration 0003).
     state
         .store
-        .create_admin(&crate::state::new_id("adm"), username, &hash, now_ms())
+        .insert_admin(&AdminRecord {
+            id: crate::state::new_id("adm"),
+            username: username.to_string(),
+            password_hash: hash,
+            role: Role::MspOwner.as_str().to_string(),
+            msp_id: DEFAULT_MSP.to_string(),
+            tenant_id: None,
+            created_by: None,
+            created_at_ms: now_ms(),
+            disabled_at_ms: None,
+            totp_secret: None,
+            totp_enabled_at_ms: None,
+            totp_last_step: None,
+        })
         .await?;
     Ok(generated.then_some(password))
 }

@@ -7,11 +7,17 @@
 //!   proofs, the JSON-lines export.
 //! * [`store`] — all database access (sqlx `Any`: SQLite by default, PostgreSQL).
 //! * [`auth`] — passwords, sessions, API tokens, first-admin bootstrap.
+//! * [`rbac`] — MSP → customer tenancy, roles, permissions and the one `authorize` check.
+//! * [`admins`] — admin management, TOTP MFA, the admin-action trail query.
+//! * [`admin_audit`] — recording admin actions (hash-chained, with before/after diffs).
+//! * [`totp`] — RFC 6238 codes.
 //! * [`pki`] — tenant CAs, device certificates, the server's TLS identity.
 //! * [`tls`] — rustls configuration, the dynamic device-certificate verifier, the accept loop.
 //! * [`openapi`] — the OpenAPI document.
 //! * [`state`] — shared state and the hub of connected edges.
 
+pub mod admin_audit;
+pub mod admins;
 pub mod api;
 pub mod audit_log;
 pub mod auth;
@@ -19,14 +25,16 @@ pub mod channel;
 pub mod error;
 pub mod openapi;
 pub mod pki;
+pub mod rbac;
 pub mod state;
 pub mod store;
 pub mod tls;
+pub mod totp;
 
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 
 use crate::state::SharedState;
@@ -71,6 +79,16 @@ pub fn router(state: SharedState) -> Router {
             get(api::verify_device_chain),
         )
         .route("/alerts", get(api::list_alerts))
+        .route("/me", get(admins::me))
+        .route("/me/mfa", post(admins::enrol_mfa))
+        .route("/me/mfa/confirm", post(admins::confirm_mfa))
+        .route(
+            "/admins",
+            get(admins::list_admins).post(admins::create_admin),
+        )
+        .route("/admins/{admin_id}/disable", post(admins::disable_admin))
+        .route("/admins/{admin_id}/mfa", delete(admins::reset_mfa))
+        .route("/admin-actions", get(admins::list_actions))
         .route("/edge/channel", get(channel::channel))
         .route(
             "/openapi.json",
