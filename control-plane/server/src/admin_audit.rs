@@ -65,6 +65,28 @@ pub async fn record(
     after: Value,
 ) -> Result<(), ApiError> {
     let changes = json_diff(&before, &after);
+    record_with_changes(
+        state, actor, action, tenant_id, target, before, after, changes,
+    )
+    .await
+}
+
+/// Records one admin action with changes computed by the caller (when `before` and `after`
+/// only name the versions and the diff is over documents too large to repeat in full).
+///
+/// # Errors
+/// Store failures.
+#[allow(clippy::too_many_arguments)]
+pub async fn record_with_changes(
+    state: &SharedState,
+    actor: &Principal,
+    action: &str,
+    tenant_id: Option<&str>,
+    target: &str,
+    before: Value,
+    after: Value,
+    changes: Vec<Value>,
+) -> Result<(), ApiError> {
     let mut row = AdminAction {
         seq: 0,
         ts_ms: now_ms(),
@@ -84,7 +106,9 @@ pub async fn record(
     Ok(())
 }
 
-/// Records a policy publication with the field-level diff against the previous version.
+/// Records a policy publication: `before`/`after` name the versions, `changes` is the
+/// field-level diff between the two policies (paths under `policy.`), so that a large policy
+/// is not stored twice more.
 ///
 /// # Errors
 /// Store failures.
@@ -94,22 +118,28 @@ pub async fn record_policy_change(
     stored: &crate::store::PolicyVersion,
 ) -> Result<(), ApiError> {
     let parse = |text: &str| serde_json::from_str::<Value>(text).map_err(ApiError::internal);
-    let before = match stored.version.checked_sub(1).filter(|v| *v > 0) {
-        Some(v) => match state.store.policy_version(&stored.tenant_id, v).await? {
-            Some(prev) => json!({"version": v, "policy": parse(&prev.policy_json)?}),
-            None => Value::Null,
-        },
-        None => Value::Null,
+    let previous = match stored.version.checked_sub(1).filter(|v| *v > 0) {
+        Some(v) => state.store.policy_version(&stored.tenant_id, v).await?,
+        None => None,
     };
-    let after = json!({"version": stored.version, "policy": parse(&stored.policy_json)?});
-    record(
+    let (before, old_policy) = match &previous {
+        Some(prev) => (json!({"version": prev.version}), parse(&prev.policy_json)?),
+        None => (Value::Null, Value::Null),
+    };
+    let new_policy = parse(&stored.policy_json)?;
+    let changes = json_diff(
+        &json!({"policy": old_policy}),
+        &json!({"policy": new_policy}),
+    );
+    record_with_changes(
         state,
         actor,
         "policy.update",
         Some(&stored.tenant_id),
         &stored.tenant_id,
         before,
-        after,
+        json!({"version": stored.version}),
+        changes,
     )
     .await
 }

@@ -1079,16 +1079,7 @@ pub async fn list_alerts(
     // the control plane: the default MSP.
     let operator =
         matches!(&admin.scope, Scope::Msp { msp_id } if msp_id == crate::store::DEFAULT_MSP);
-    let alerts = state.store.alerts(500).await?;
-    Ok(Json(
-        alerts
-            .into_iter()
-            .filter(|a| match &a.tenant_id {
-                Some(t) => visible.contains(t),
-                None => operator,
-            })
-            .collect(),
-    ))
+    Ok(Json(state.store.alerts_in(&visible, operator, 500).await?))
 }
 
 /// Liveness and database reachability.

@@ -1787,6 +1787,54 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Newest alerts first, of the given tenants (and those about no tenant when
+    /// `include_unowned`).
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn alerts_in(
+        &self,
+        tenant_ids: &[String],
+        include_unowned: bool,
+        limit: i64,
+    ) -> StoreResult<Vec<Alert>> {
+        let mut conditions = Vec::new();
+        if !tenant_ids.is_empty() {
+            let list: Vec<String> = (1..=tenant_ids.len()).map(|i| format!("${i}")).collect();
+            conditions.push(format!("tenant_id IN ({})", list.join(", ")));
+        }
+        if include_unowned {
+            conditions.push("tenant_id IS NULL".to_string());
+        }
+        if conditions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT id, tenant_id, device_id, kind, detail, created_at_ms FROM alerts WHERE {} ORDER BY created_at_ms DESC, id LIMIT ${}",
+            conditions.join(" OR "),
+            tenant_ids.len() + 1
+        );
+        let mut query = sqlx::query(&sql);
+        for t in tenant_ids {
+            query = query.bind(t.clone());
+        }
+        let rows = query.bind(limit).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Alert {
+                    id: r.try_get("id")?,
+                    tenant_id: r.try_get("tenant_id")?,
+                    device_id: r.try_get("device_id")?,
+                    kind: r.try_get("kind")?,
+                    detail: r.try_get("detail")?,
+                    created_at_ms: r.try_get("created_at_ms")?,
+                })
+            })
+            .collect()
+    }
+}
+
 /// The chain hash of an admin action: SHA-256 over the previous hash, a newline and the
 /// canonical JSON of the record's fields (without `hash`).
 pub fn admin_action_hash(a: &AdminAction) -> String {

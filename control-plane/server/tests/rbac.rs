@@ -163,6 +163,50 @@ async fn customers_see_only_their_tenant_and_roles_are_not_above_the_creators() 
         "forbidden_role"
     );
 
+    // Alerts are scoped; alerts about no tenant are the operator's (the default MSP).
+    for (id, tenant) in [
+        ("al-a", Some(a.clone())),
+        ("al-b", Some(b.clone())),
+        ("al-0", None),
+    ] {
+        app.state
+            .store
+            .insert_alert(&sase_control::store::Alert {
+                id: id.to_string(),
+                tenant_id: tenant,
+                device_id: None,
+                kind: "test".into(),
+                detail: "d".into(),
+                created_at_ms: 1,
+            })
+            .await
+            .expect("alert");
+    }
+    let ids = |v: Value| -> Vec<String> {
+        let mut ids: Vec<String> = v
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|a| a["id"].as_str().expect("id").to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(
+        ids(app
+            .get("/api/alerts", &alice)
+            .await
+            .expect_status(StatusCode::OK)),
+        ["al-a"]
+    );
+    assert_eq!(
+        ids(app
+            .get("/api/alerts", &owner)
+            .await
+            .expect_status(StatusCode::OK)),
+        ["al-0", "al-a", "al-b"]
+    );
+
     // Admin lists are scoped.
     let admins = app
         .get("/api/admins", &alice)
@@ -507,5 +551,71 @@ async fn admin_actions_are_recorded_with_diffs_scoped_and_hash_chained() {
             .await
             .expect("verify"),
         Err(3)
+    );
+}
+
+#[tokio::test]
+async fn a_second_msp_sees_nothing_of_the_first() {
+    let app = TestApp::new().await;
+    let owner = app.login().await;
+    let a = app.create_tenant(&owner, "alpha").await;
+    // No API creates MSPs yet: the second one is made in the database.
+    sqlx::query("INSERT INTO msps (id, name, created_at_ms) VALUES ('msp_two', 'Two', 1)")
+        .execute(&app.raw)
+        .await
+        .expect("msp");
+    let hash = sase_control::auth::hash_password(PASSWORD).expect("hash");
+    app.state
+        .store
+        .insert_admin(&sase_control::store::AdminRecord {
+            id: "adm_two".into(),
+            username: "two".into(),
+            password_hash: hash,
+            role: "msp_owner".into(),
+            msp_id: "msp_two".into(),
+            tenant_id: None,
+            created_by: None,
+            created_at_ms: 1,
+            disabled_at_ms: None,
+            totp_secret: None,
+            totp_enabled_at_ms: None,
+            totp_last_step: None,
+        })
+        .await
+        .expect("admin");
+    let two = session(&app, "two").await;
+    let listed = app
+        .get("/api/tenants", &two)
+        .await
+        .expect_status(StatusCode::OK);
+    assert_eq!(listed, json!([]));
+    app.get(&format!("/api/tenants/{a}/sites"), &two)
+        .await
+        .expect_status(StatusCode::NOT_FOUND);
+    let admins = app
+        .get("/api/admins", &two)
+        .await
+        .expect_status(StatusCode::OK);
+    assert_eq!(admins.as_array().map(Vec::len), Some(1), "only itself");
+    let actions = app
+        .get("/api/admin-actions", &two)
+        .await
+        .expect_status(StatusCode::OK);
+    assert_eq!(actions["count"], 0);
+    // Its own customer is its own.
+    let c = app.create_tenant(&two, "gamma").await;
+    let listed = app
+        .get("/api/tenants", &two)
+        .await
+        .expect_status(StatusCode::OK);
+    assert_eq!(listed[0]["id"], c.as_str());
+    let listed = app
+        .get("/api/tenants", &owner)
+        .await
+        .expect_status(StatusCode::OK);
+    assert_eq!(
+        listed.as_array().map(Vec::len),
+        Some(1),
+        "the first MSP sees only alpha"
     );
 }
