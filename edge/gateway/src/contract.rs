@@ -1186,7 +1186,21 @@ fn coerce(text: &str, kind: Option<&str>) -> Value {
             .parse::<i64>()
             .map(Value::from)
             .or_else(|_| text.parse::<u64>().map(Value::from))
-            .unwrap_or_else(|_| Value::String(text.to_string())),
+            .unwrap_or_else(|_| {
+                // JSON Schema integers have no size limit: a longer run of digits is still an
+                // integer (kept as the nearest float, which has no fractional part).
+                let digits = text.strip_prefix('-').unwrap_or(text);
+                match text
+                    .parse::<f64>()
+                    .ok()
+                    .and_then(serde_json::Number::from_f64)
+                {
+                    Some(n) if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => {
+                        Value::Number(n)
+                    }
+                    _ => Value::String(text.to_string()),
+                }
+            }),
         Some("number") => match text
             .parse::<f64>()
             .ok()
@@ -1419,6 +1433,14 @@ mod tests {
         let mut open = serde_json::json!({"properties": {"a": {}}, "additionalProperties": true});
         make_strict(&mut open, false);
         assert!(open.get("unevaluatedProperties").is_none());
+    }
+
+    #[test]
+    fn long_digit_runs_are_integers() {
+        assert!(coerce("156324509680136337803687493632", Some("integer")).is_number());
+        assert!(coerce("-1", Some("integer")).is_i64());
+        assert!(coerce("1e3", Some("integer")).is_string());
+        assert!(coerce("", Some("integer")).is_string());
     }
 
     #[test]

@@ -252,6 +252,13 @@ fn parameters_are_checked() {
         "parameter_invalid",
         "/path/id",
     );
+    // Integers beyond 64 bits are still integers (here above the declared maximum).
+    refused(
+        req("GET", "/users/156324509680136337803687493632").check(&p),
+        "parameter_invalid",
+        "/path/id",
+    );
+    assert_eq!(req("GET", "/users/9223372036854775807").check(&p), Ok(()));
     refused(
         req("GET", "/users/0").check(&p),
         "parameter_invalid",

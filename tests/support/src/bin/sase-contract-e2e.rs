@@ -31,7 +31,7 @@ struct Args {
     #[arg(long, default_value = "tests/e2e/data/contract-policy.yaml")]
     policy: PathBuf,
     /// Instead of the checks: write the resource's OpenAPI document (with the edge as its
-    /// server) to `<work-dir>/openapi.json`, run this command with `EDGE_URL` and `OPENAPI`
+    /// server) to `<work-dir>/openapi.json`, run this command with `EDGE_URL`, `APP_URL` and `OPENAPI`
     /// set, stop everything and exit with the command's status (used by
     /// tests/security/schemathesis.sh).
     #[arg(long, num_args = 1.., allow_hyphen_values = true)]
@@ -494,6 +494,7 @@ async fn main() -> Result<()> {
         let status = tokio::process::Command::new(program)
             .args(rest)
             .env("EDGE_URL", &edge)
+            .env("APP_URL", &app)
             .env("OPENAPI", &doc_path)
             .status()
             .await
@@ -524,7 +525,10 @@ async fn main() -> Result<()> {
         let answer = case.call.send(&http, &edge).await?;
         let outcome = match &case.edge {
             EdgeExpect::Answer(f) => f(&answer),
-            EdgeExpect::Refused(want) => check_refusal(&stack, &answer, want, case.call.body).await,
+            EdgeExpect::Refused(want) => {
+                let sent = format!("{} {}", case.call.path, case.call.body.unwrap_or_default());
+                check_refusal(&stack, &answer, want, Some(&sent)).await
+            }
         };
         report(&format!("{} — stopped by the edge", case.name), outcome);
     }
