@@ -39,6 +39,9 @@ tests/e2e/spine.sh
 step "WAF end-to-end: attacks, benign corpus, audit evidence, memory across 100 reloads"
 tests/e2e/waf.sh
 
+step "tunnel interop: sase-tunnel core vs stock wireguard-go in network namespaces"
+tests/e2e/tunnel-interop.sh
+
 step "JWT attacks through the edge (PyJWT-minted, expects bypassed=0)"
 tests/security/jwt-attacks.sh
 

@@ -34,6 +34,9 @@ pub struct TunnelConfig {
     pub private_key: [u8; 32],
     /// Handshake messages per second (all peers together) above which handshakes must carry
     /// a valid cookie (mac2): beyond it, initiations get cookie replies instead of responses.
+    /// The shared limiter is built with twice this budget because a handshake from a known
+    /// peer is checked twice (front check, then inside its `Tunn`); initiations from unknown
+    /// keys are checked once, so they meet the cookie requirement at up to twice this rate.
     pub handshake_rate_limit: u64,
 }
 
@@ -458,7 +461,10 @@ impl Tunnel {
                     peer.endpoint = Some(from);
                     peer.last_handshake = Some(now);
                     peer.counters.handshakes += 1;
-                } else if out_kind != Some(packet::MSG_COOKIE_REPLY) {
+                } else if out_kind == Some(packet::MSG_COOKIE_REPLY) {
+                    // The `Tunn`'s own look at the shared limiter found us under load.
+                    self.counters.cookie_replies += 1;
+                } else {
                     peer.endpoint = Some(from);
                 }
                 actions.push(Action::Send {

@@ -543,7 +543,11 @@ fn run_session(minutes: u64, every: u64) -> (u64, u64, u64) {
             }
         }
     }
-    (sent, answered, net.counters().handshakes)
+    let handshakes = net.counters().handshakes;
+    eprintln!(
+        "session {minutes} min, ping every {every} s: sent={sent} answered={answered} handshakes={handshakes}"
+    );
+    (sent, answered, handshakes)
 }
 
 #[test]
