@@ -44,6 +44,7 @@ seed_arg=(--seed "$SEED")
 set +e
 "$TARGET/$PROFILE/sase-contract-e2e" --bin-dir "$TARGET/$PROFILE" --work-dir "$WORK" \
   --policy tests/e2e/data/contract-policy.yaml --exec bash -c '
+    cd "$(dirname "$3")" || exit 1  # schemathesis keeps a .schemathesis/ cache in its cwd
     run() {
       "$0" run "$OPENAPI" --url "$1" \
         --checks not_a_server_error,negative_data_rejection,positive_data_acceptance \

@@ -31,6 +31,7 @@ pub(crate) fn preflight(
     policy: &ActivePolicy,
     headers: &HeaderMap,
     host: Option<&str>,
+    path: &str,
 ) -> Option<Response<Body>> {
     let origin = headers.get(header::ORIGIN)?.to_str().ok()?;
     let method = headers
@@ -40,8 +41,7 @@ pub(crate) fn preflight(
     let requested = headers
         .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
         .and_then(|v| v.to_str().ok());
-    let path = audit_path(audit);
-    match sase_gateway::preflight(&policy.compiled, host, &path, origin, method, requested)? {
+    match sase_gateway::preflight(&policy.compiled, host, path, origin, method, requested)? {
         Preflight::Allow {
             resource,
             route,
@@ -65,10 +65,6 @@ pub(crate) fn preflight(
             Some(audit.deny(Reason::CorsRefused, &resource, &route, None))
         }
     }
-}
-
-fn audit_path(audit: &Audit<'_>) -> String {
-    audit.path().to_string()
 }
 
 /// Applies the response side of the contract. `Err` is a refusal reason (the upstream's JSON

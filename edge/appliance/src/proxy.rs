@@ -250,11 +250,6 @@ impl Audit<'_> {
         }
     }
 
-    /// The request path as recorded.
-    pub(crate) fn path(&self) -> &str {
-        &self.path
-    }
-
     /// Records a refusal and builds its answer.
     pub(crate) fn deny(
         &self,
@@ -400,7 +395,9 @@ async fn handle_inner(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     if parts.method == http::Method::OPTIONS {
-        if let Some(response) = crate::contract::preflight(&audit, &policy, &parts.headers, host) {
+        if let Some(response) =
+            crate::contract::preflight(&audit, &policy, &parts.headers, host, parts.uri.path())
+        {
             return response;
         }
     }

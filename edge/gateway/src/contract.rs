@@ -609,6 +609,9 @@ impl Ctx<'_> {
         jsonschema::options()
             .with_draft(Draft::Draft202012)
             .should_validate_formats(false)
+            // Linear-time matching: a `pattern` can never make a request backtrack for long
+            // (look-around and back-references are refused when the document is compiled).
+            .with_pattern_options(jsonschema::PatternOptions::regex())
             .build(&Value::Object(root))
             .map_err(|e| {
                 cerr(

@@ -526,5 +526,9 @@ fn documents_that_do_not_compile_are_refused_with_a_path() {
     })
     .is_err());
     assert!(check_contracts(&Policy::parse_yaml(&policy_text()).expect("valid")).is_ok());
+    // Patterns run on a linear-time engine: look-around cannot be compiled.
+    let text = policy_text().replace("pattern: \"^[0-9a-f]{8,32}$\"", "pattern: \"^(?=a)a$\"");
+    let policy = Policy::parse_yaml(&text).expect("model accepts it");
+    assert!(check_contracts(&policy).is_err());
     let _ = Reason::BodyInvalid;
 }
