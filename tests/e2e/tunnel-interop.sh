@@ -20,7 +20,7 @@ STARTED=$SECONDS
 
 SETUP_EXTRA="wireguard-go wireguard-tools iproute2 iputils-ping" scripts/setup.sh >/dev/null
 cargo build -q -p sase-tunnel --bin sase-tunnel-interop
-BIN=$PWD/target/debug/sase-tunnel-interop
+BIN=${CARGO_TARGET_DIR:-$PWD/target}/debug/sase-tunnel-interop
 
 umask 077
 ID=$$
@@ -104,7 +104,9 @@ wg genkey >"$WORK/client.key"
 wg pubkey <"$WORK/client.key" >"$WORK/client.pub"
 
 # --- the edge core: ICMP to 10.10.1.0/24 and UDP 10.10.1.10:7 only ---------------------------
-in_e "$BIN" --listen "$EDGE_IP:$PORT" --private-key-file "$WORK/edge.key" \
+# Started directly (not through the in_e function, which would fork a subshell) so that $!
+# is the process itself: ip netns exec and env exec their command.
+ip netns exec "$NS_E" "$BIN" --listen "$EDGE_IP:$PORT" --private-key-file "$WORK/edge.key" \
   --peer-public-key "$(cat "$WORK/client.pub")" --peer-tunnel-addr 100.64.0.2 \
   --rule icmp:10.10.1.0/24 --rule udp:10.10.1.10/32:7 \
   --stats "$WORK/stats.json" >"$WORK/edge.log" 2>&1 &
@@ -112,7 +114,7 @@ EDGE_PID=$!
 wait_for 20 grep -q '^ready' "$WORK/edge.log" || { cat "$WORK/edge.log"; exit 1; }
 
 # --- the stock peer: wireguard-go + wg, standard config --------------------------------------
-in_c env WG_PROCESS_FOREGROUND=1 wireguard-go "$WG_IF" >"$WORK/wg.log" 2>&1 &
+ip netns exec "$NS_C" env WG_PROCESS_FOREGROUND=1 wireguard-go "$WG_IF" >"$WORK/wg.log" 2>&1 &
 WG_PID=$!
 wait_for 10 test -S "/var/run/wireguard/$WG_IF.sock" || { cat "$WORK/wg.log"; exit 1; }
 cat >"$WORK/wg.conf" <<EOF
