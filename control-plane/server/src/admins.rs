@@ -16,6 +16,12 @@ use crate::rbac::{self, Permission, Principal, Role, Scope, Target};
 use crate::state::{new_id, now_ms, SharedState};
 use crate::store::{AdminAction, AdminRecord};
 
+/// Consecutive wrong TOTP codes at sign-in before MFA sign-in is locked.
+pub const MFA_MAX_FAILURES: i64 = 5;
+/// How long it stays locked (5 minutes): at most 5 guesses per 5 minutes, about 5e-5 of the
+/// code space (3 steps accepted) per hour.
+pub const MFA_LOCK_MS: i64 = 5 * 60 * 1000;
+
 /// Issuer shown by authenticator apps.
 pub const TOTP_ISSUER: &str = "SASE control plane";
 
@@ -358,6 +364,7 @@ pub async fn reset_mfa(
     }
     let before = AdminView::from(&target);
     state.store.set_totp(&target.id, None, None, None).await?;
+    state.store.mfa_clear_failures(&target.id).await?;
     let mut after_record = target.clone();
     after_record.totp_secret = None;
     after_record.totp_enabled_at_ms = None;
@@ -467,7 +474,8 @@ pub async fn confirm_mfa(
 
 /// The sign-in checks after a correct password: the admin is not disabled and, when MFA is
 /// enrolled, a fresh valid code was given (`401 mfa_required` without one, `401 mfa_invalid`
-/// for a wrong or reused one).
+/// for a wrong or reused one, `429 mfa_locked` for [`MFA_LOCK_MS`] after
+/// [`MFA_MAX_FAILURES`] wrong ones in a row).
 ///
 /// # Errors
 /// As above.
@@ -493,12 +501,41 @@ pub async fn check_sign_in(
             "this admin signs in with a TOTP code: send `totp`",
         ));
     };
-    let step = crate::totp::verify(secret, code, now_ms())
-        .ok_or_else(|| mfa_invalid(StatusCode::UNAUTHORIZED))?;
-    let step = i64::try_from(step).map_err(ApiError::internal)?;
-    if !state.store.use_totp_step(&admin.id, step).await? {
+    let now = now_ms();
+    let locked = || {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "mfa_locked",
+            "too many wrong MFA codes; try again later",
+        )
+    };
+    if state
+        .store
+        .mfa_locked_until(&admin.id)
+        .await?
+        .is_some_and(|until| until > now)
+    {
+        return Err(locked());
+    }
+    let accepted = match crate::totp::verify(secret, code, now) {
+        Some(step) => {
+            let step = i64::try_from(step).map_err(ApiError::internal)?;
+            state.store.use_totp_step(&admin.id, step).await?
+        }
+        None => false,
+    };
+    if !accepted {
+        if state
+            .store
+            .mfa_failure(&admin.id, MFA_MAX_FAILURES, now + MFA_LOCK_MS)
+            .await?
+        {
+            tracing::warn!(admin = %admin.username, "MFA sign-in locked after wrong codes");
+            return Err(locked());
+        }
         return Err(mfa_invalid(StatusCode::UNAUTHORIZED));
     }
+    state.store.mfa_clear_failures(&admin.id).await?;
     Ok(())
 }
 

@@ -1835,6 +1835,70 @@ impl Store {
     }
 }
 
+impl Store {
+    /// When sign-in with MFA is refused until (Unix ms), if locked.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn mfa_locked_until(&self, admin_id: &str) -> StoreResult<Option<i64>> {
+        let row = sqlx::query("SELECT mfa_locked_until_ms FROM admins WHERE id = $1")
+            .bind(admin_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => r.try_get("mfa_locked_until_ms")?,
+            None => None,
+        })
+    }
+
+    /// Counts a wrong TOTP code; at `max` consecutive ones, locks MFA sign-in until
+    /// `lock_until_ms` and starts counting again. Returns true when this failure locked it.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn mfa_failure(
+        &self,
+        admin_id: &str,
+        max: i64,
+        lock_until_ms: i64,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE admins SET mfa_failures = COALESCE(mfa_failures, 0) + 1 WHERE id = $1")
+            .bind(admin_id)
+            .execute(&mut *tx)
+            .await?;
+        let row = sqlx::query("SELECT mfa_failures FROM admins WHERE id = $1")
+            .bind(admin_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let failures: Option<i64> = row.try_get("mfa_failures")?;
+        let locked = failures.unwrap_or(0) >= max;
+        if locked {
+            sqlx::query(
+                "UPDATE admins SET mfa_failures = 0, mfa_locked_until_ms = $1 WHERE id = $2",
+            )
+            .bind(lock_until_ms)
+            .bind(admin_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(locked)
+    }
+
+    /// Clears the count of wrong TOTP codes and any lock (after a good code or an MFA reset).
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn mfa_clear_failures(&self, admin_id: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE admins SET mfa_failures = 0, mfa_locked_until_ms = NULL WHERE id = $1")
+            .bind(admin_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
 /// The chain hash of an admin action: SHA-256 over the previous hash, a newline and the
 /// canonical JSON of the record's fields (without `hash`).
 pub fn admin_action_hash(a: &AdminAction) -> String {

@@ -335,6 +335,25 @@ async fn totp_enrolment_sign_in_replay_and_reset_by_a_higher_role() {
         "mfa_already_enrolled"
     );
 
+    // Guessing: the fifth wrong code in a row locks MFA sign-in, even for the right code.
+    for attempt in 1..=5 {
+        let reply = login(&app, "alice", Some(wrong)).await;
+        let expected = if attempt < 5 {
+            StatusCode::UNAUTHORIZED
+        } else {
+            StatusCode::TOO_MANY_REQUESTS
+        };
+        let body = reply.expect_status(expected);
+        if attempt == 5 {
+            assert_eq!(error_code(&body), "mfa_locked");
+        }
+    }
+    let reply = login(&app, "alice", Some(&code_at_step(&secret, now_step()))).await;
+    assert_eq!(
+        error_code(&reply.expect_status(StatusCode::TOO_MANY_REQUESTS)),
+        "mfa_locked"
+    );
+
     // Reset: not by a peer, by a higher role.
     let carol = session(&app, "carol").await;
     let alice_id = alice["id"].as_str().expect("id");
