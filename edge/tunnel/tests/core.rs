@@ -97,6 +97,14 @@ fn rules() -> Vec<sase_model::tunnel::TunnelAclRule> {
 
 impl Net {
     fn new(rate_limit: u64) -> Net {
+        Net::with_peer(rate_limit, ip(CLIENT_TUN), rules())
+    }
+
+    fn with_peer(
+        rate_limit: u64,
+        tunnel_addr: IpAddr,
+        rules: Vec<sase_model::tunnel::TunnelAclRule>,
+    ) -> Net {
         MockClock::set_time(Duration::ZERO);
         let mut edge = Tunnel::new(TunnelConfig {
             private_key: [1; 32],
@@ -107,8 +115,8 @@ impl Net {
             .add_peer(PeerConfig {
                 public_key: PublicKey::from(&client_secret).to_bytes(),
                 preshared_key: None,
-                tunnel_addr: ip(CLIENT_TUN),
-                rules: rules(),
+                tunnel_addr,
+                rules,
                 persistent_keepalive: None,
                 endpoint: None,
             })
@@ -565,4 +573,79 @@ fn sparse_traffic_survives_rekeys_without_deaf_windows() {
     let (sent, answered, handshakes) = run_session(20, 7);
     assert_eq!(answered, sent, "every ping answered");
     assert!(handshakes >= 9, "handshakes={handshakes}");
+}
+
+#[test]
+fn rule_changes_apply_to_a_live_session() {
+    let mut net = Net::connected();
+    assert!(net.edge.set_rules(net.peer, &[]));
+    net.client_send(&icmp_echo(CLIENT_TUN, "10.10.1.1", 1));
+    assert!(net.delivered.is_empty());
+    assert_eq!(net.drops, vec![(Some(net.peer), DropCause::AclDenied)]);
+    assert!(net.edge.set_rules(net.peer, &rules()));
+    net.client_send(&icmp_echo(CLIENT_TUN, "10.10.1.1", 2));
+    assert_eq!(net.delivered.len(), 1);
+}
+
+fn ipv6_packet(src: &str, dst: &str, next: u8, payload: &[u8]) -> Vec<u8> {
+    let (IpAddr::V6(s), IpAddr::V6(d)) = (ip(src), ip(dst)) else {
+        panic!("v6 only")
+    };
+    let mut p = vec![0x60, 0, 0, 0];
+    p.extend_from_slice(&u16::try_from(payload.len()).expect("small").to_be_bytes());
+    p.extend_from_slice(&[next, 64]);
+    p.extend_from_slice(&s.octets());
+    p.extend_from_slice(&d.octets());
+    p.extend_from_slice(payload);
+    p
+}
+
+#[test]
+fn ipv6_inner_traffic_is_checked_the_same_way() {
+    let rules = vec![
+        "icmp:[fd10::/64]".parse().expect("rule"),
+        "tcp:[fd10::/64]:443".parse().expect("rule"),
+    ];
+    let mut net = Net::with_peer(100, ip("fd00::2"), rules);
+    let echo = ipv6_packet("fd00::2", "fd10::1", 58, &[128, 0, 0, 0, 0, 1, 0, 1]);
+    net.client_send(&echo);
+    assert_eq!(net.delivered, vec![echo]);
+    let mut tcp = vec![0u8; 20];
+    tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    tcp[2..4].copy_from_slice(&22u16.to_be_bytes());
+    net.client_send(&ipv6_packet("fd00::2", "fd10::1", 6, &tcp)); // port 22: denied
+    net.client_send(&ipv6_packet("fd00::2", "fd20::1", 58, &[128, 0, 0, 0])); // network
+    net.client_send(&ipv6_packet("fd00::3", "fd10::1", 58, &[128, 0, 0, 0])); // spoofed
+    assert_eq!(
+        net.drops,
+        vec![
+            (Some(net.peer), DropCause::AclDenied),
+            (Some(net.peer), DropCause::AclDenied),
+            (Some(net.peer), DropCause::SpoofedSource),
+        ]
+    );
+    net.edge_send(&ipv6_packet(
+        "fd10::1",
+        "fd00::2",
+        58,
+        &[129, 0, 0, 0, 0, 1, 0, 1],
+    ));
+    assert_eq!(net.client_rx.len(), 1);
+}
+
+#[test]
+fn edge_initiates_a_handshake_when_the_session_expired() {
+    let mut net = Net::connected();
+    // Quiet for longer than REJECT_AFTER_TIME (180 s): both sides drop the session keys.
+    for _ in 0..200 {
+        net.advance(Duration::from_secs(1));
+        net.tick();
+    }
+    let handshakes = net.counters().handshakes;
+    // A reply from the LAN now needs a new session: the edge initiates towards the last
+    // endpoint, queues the packet, and sends it once the client has responded.
+    let reply = icmp_reply("10.10.1.1", CLIENT_TUN, 7);
+    net.edge_send(&reply);
+    assert_eq!(net.client_rx, vec![reply], "drops: {:?}", net.drops);
+    assert_eq!(net.counters().handshakes, handshakes + 1);
 }
