@@ -5,6 +5,7 @@
 # which cannot coexist with ed25519-dalek 2 in the workspace.
 set -euo pipefail
 cd "$(dirname "$0")"
+trap 'rm -f Cargo.toml Cargo.lock' EXIT
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/tmp/sase-tunnel-compare-target}"
 for v in 0.6.0 0.7.1; do
   mock=0.3; cfg=
@@ -14,4 +15,3 @@ for v in 0.6.0 0.7.1; do
   rm -f Cargo.lock
   BT_VERSION_LABEL=$v RUSTFLAGS="$cfg --check-cfg=cfg(bt06)" cargo run -q
 done
-rm -f Cargo.toml Cargo.lock
