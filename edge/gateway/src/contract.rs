@@ -33,6 +33,9 @@ use crate::strict_json;
 /// Most schema nodes one operation may expand to when its `$ref`s are inlined (a guard
 /// against documents that reference the same large schema exponentially often).
 const MAX_INLINED_NODES: usize = 200_000;
+/// Deepest nesting a schema may reach once its `$ref`s are inlined (keeps every recursive
+/// walk over it, the validator's included, far from the thread's stack limit).
+const MAX_INLINED_DEPTH: usize = 256;
 /// Longest pointer reported in a refusal.
 const MAX_POINTER_CHARS: usize = 200;
 
@@ -582,8 +585,13 @@ impl Ctx<'_> {
     /// components attached for recursive references.
     fn schema(&self, schema: &Value, at: &str) -> Result<Value, ContractError> {
         let mut budget = MAX_INLINED_NODES;
-        let inlined = inline(self.doc, schema, &mut Vec::new(), &mut budget)
-            .ok_or_else(|| cerr(at, "schema too large once its $refs are resolved"))?;
+        let inlined =
+            inline(self.doc, schema, &mut Vec::new(), &mut budget, 0).ok_or_else(|| {
+                cerr(
+                    at,
+                    "schema too large or too deeply nested once its $refs are resolved",
+                )
+            })?;
         let mut converted = convert_30(inlined, self.v30);
         if self.strict {
             make_strict(&mut converted, false);
@@ -755,8 +763,8 @@ impl Ctx<'_> {
                 let schema = match schema {
                     Some(s) => {
                         let mut budget = MAX_INLINED_NODES;
-                        let inlined = inline(self.doc, s, &mut Vec::new(), &mut budget)
-                            .ok_or_else(|| cerr(&rat, "schema too large once inlined"))?;
+                        let inlined = inline(self.doc, s, &mut Vec::new(), &mut budget, 0)
+                            .ok_or_else(|| cerr(&rat, "schema too large or too deeply nested once its $refs are resolved"))?;
                         Some(convert_30(inlined, self.v30))
                     }
                     None => None,
@@ -791,7 +799,16 @@ fn schema_type(schema: &Value) -> Option<String> {
 /// Replaces every local `$ref` by its target (recursively), except one that refers to a
 /// schema being expanded already (recursion): that one stays a `$ref`. `None` when the budget
 /// of nodes runs out.
-fn inline(doc: &Value, node: &Value, stack: &mut Vec<String>, budget: &mut usize) -> Option<Value> {
+fn inline(
+    doc: &Value,
+    node: &Value,
+    stack: &mut Vec<String>,
+    budget: &mut usize,
+    depth: usize,
+) -> Option<Value> {
+    if depth > MAX_INLINED_DEPTH {
+        return None;
+    }
     *budget = budget.checked_sub(1)?;
     match node {
         Value::Object(map) => {
@@ -801,7 +818,7 @@ fn inline(doc: &Value, node: &Value, stack: &mut Vec<String>, budget: &mut usize
                 }
                 let target = sase_model::api_contract::resolve_local(doc, r)?;
                 stack.push(r.to_string());
-                let expanded = inline(doc, target, stack, budget);
+                let expanded = inline(doc, target, stack, budget, depth + 1);
                 stack.pop();
                 let expanded = expanded?;
                 let siblings: Map<String, Value> = map
@@ -816,20 +833,20 @@ fn inline(doc: &Value, node: &Value, stack: &mut Vec<String>, budget: &mut usize
                 }
                 let mut out = Map::new();
                 for (k, v) in siblings {
-                    out.insert(k, inline(doc, &v, stack, budget)?);
+                    out.insert(k, inline(doc, &v, stack, budget, depth + 1)?);
                 }
                 out.insert("allOf".into(), Value::Array(vec![expanded]));
                 return Some(Value::Object(out));
             }
             let mut out = Map::new();
             for (k, v) in map {
-                out.insert(k.clone(), inline(doc, v, stack, budget)?);
+                out.insert(k.clone(), inline(doc, v, stack, budget, depth + 1)?);
             }
             Some(Value::Object(out))
         }
         Value::Array(items) => items
             .iter()
-            .map(|v| inline(doc, v, stack, budget))
+            .map(|v| inline(doc, v, stack, budget, depth + 1))
             .collect::<Option<Vec<_>>>()
             .map(Value::Array),
         other => Some(other.clone()),

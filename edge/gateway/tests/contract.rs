@@ -532,3 +532,31 @@ fn documents_that_do_not_compile_are_refused_with_a_path() {
     assert!(check_contracts(&policy).is_err());
     let _ = Reason::BodyInvalid;
 }
+
+#[test]
+fn long_reference_chains_are_refused_not_overflowing() {
+    let mut schemas = serde_json::Map::new();
+    for i in 0..400 {
+        schemas.insert(
+            format!("S{i}"),
+            json!({"$ref": format!("#/components/schemas/S{}", i + 1)}),
+        );
+    }
+    schemas.insert("S400".into(), json!({"type": "object"}));
+    let doc = json!({
+        "openapi": "3.1.0", "info": {"title": "t", "version": "1"},
+        "paths": {"/pets": {"post": {
+            "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/S0"}}}},
+            "responses": {"200": {"description": "ok"}}}}},
+        "components": {"schemas": schemas}
+    });
+    let policy = json!({"resources": [{"name": "pets", "upstream": "http://127.0.0.1:9",
+        "routes": [{"id": "add", "methods": ["POST"], "path": "/pets", "public": true}],
+        "api": {"openapi": doc}}]});
+    let policy = Policy::parse_json(&policy.to_string()).expect("valid for the model");
+    let errors = check_contracts(&policy).expect_err("too deep");
+    assert!(
+        errors[0].message.contains("too deeply nested"),
+        "{errors:?}"
+    );
+}
