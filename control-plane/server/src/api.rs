@@ -232,6 +232,25 @@ pub async fn login(
             expires_at_ms,
         )
         .await?;
+    let principal = auth::principal_from(
+        crate::store::CredentialRecord {
+            admin: record,
+            kind: "session".into(),
+            scopes: None,
+            expires_at_ms,
+        },
+        now,
+    )?;
+    crate::admin_audit::record(
+        &state,
+        &principal,
+        "admin.sign_in",
+        principal.scope.tenant_id(),
+        &principal.id,
+        serde_json::Value::Null,
+        serde_json::json!({"session_expires_at_ms": expires_at_ms}),
+    )
+    .await?;
     let cookie = format!(
         "{SESSION_COOKIE}={session}; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age={}",
         SESSION_TTL_MS / 1000

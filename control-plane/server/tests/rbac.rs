@@ -517,7 +517,8 @@ async fn admin_actions_are_recorded_with_diffs_scoped_and_hash_chained() {
             "site.create",
             "site.create",
             "tenant.create",
-            "tenant.create"
+            "tenant.create",
+            "admin.sign_in"
         ]
     );
     let update = &all["actions"][1];
@@ -557,7 +558,8 @@ async fn admin_actions_are_recorded_with_diffs_scoped_and_hash_chained() {
             .verify_admin_actions()
             .await
             .expect("verify"),
-        Ok(7)
+        Ok(9),
+        "8 above and alice's sign-in"
     );
     sqlx::query("UPDATE admin_actions SET target = 'forged' WHERE seq = 3")
         .execute(&app.raw)
@@ -620,7 +622,9 @@ async fn a_second_msp_sees_nothing_of_the_first() {
         .get("/api/admin-actions", &two)
         .await
         .expect_status(StatusCode::OK);
-    assert_eq!(actions["count"], 0);
+    assert_eq!(actions["count"], 1, "its own sign-in only: {actions}");
+    assert_eq!(actions["actions"][0]["action"], "admin.sign_in");
+    assert_eq!(actions["actions"][0]["msp_id"], "msp_two");
     // Its own customer is its own.
     let c = app.create_tenant(&two, "gamma").await;
     let listed = app
