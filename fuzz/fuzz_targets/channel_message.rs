@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
         let again: EdgeMessage = serde_json::from_slice(&bytes)
             .unwrap_or_else(|e| panic!("re-encoded EdgeMessage refused: {e}"));
         assert_eq!(again, message, "EdgeMessage round trip changed the message");
-        if let EdgeMessage::AuditBatch { events } = &message {
+        if let EdgeMessage::AuditBatch { events, .. } = &message {
             for event in events {
                 let _ = event.hash();
             }

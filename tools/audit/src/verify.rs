@@ -446,7 +446,7 @@ pub fn verify(records: &[(usize, ExportRecord)], options: &Options) -> Report {
                             e.line,
                             Class::Chain,
                             1,
-                            e.seq - 1,
+                            e.seq.saturating_sub(1),
                             format!(
                                 "missing: the device's chain starts at seq {} instead of 1",
                                 e.seq
@@ -456,7 +456,7 @@ pub fn verify(records: &[(usize, ExportRecord)], options: &Options) -> Report {
                 }
                 Some((p, p_hash)) => {
                     let p = *p;
-                    if e.seq == p + 1 {
+                    if p.checked_add(1) == Some(e.seq) {
                         if let (Some(own), Some(ph)) = (own_prev, p_hash) {
                             if own != ph {
                                 findings.push(at(
@@ -482,24 +482,24 @@ pub fn verify(records: &[(usize, ExportRecord)], options: &Options) -> Report {
                                 format!("out of order: seq {} is stored after seq {p}", e.seq)
                             },
                         ));
-                    } else if present.range(p + 1..e.seq).next().is_some() {
+                    } else if present.range(p.saturating_add(1)..e.seq).next().is_some() {
                         findings.push(at(
                             e.line,
                             Class::Chain,
-                            p + 1,
+                            p.saturating_add(1),
                             e.seq,
                             format!(
                                 "out of order: seq {} is stored before seq {} (reordered)",
                                 e.seq,
-                                p + 1
+                                p.saturating_add(1)
                             ),
                         ));
                     } else {
                         findings.push(at(
                             e.line,
                             Class::Chain,
-                            p + 1,
-                            e.seq - 1,
+                            p.saturating_add(1),
+                            e.seq.saturating_sub(1),
                             format!("missing: seq {p} is followed by seq {} (deleted)", e.seq),
                         ));
                     }
@@ -579,7 +579,7 @@ pub fn verify(records: &[(usize, ExportRecord)], options: &Options) -> Report {
                 report.summary.batches_outside += 1;
                 continue;
             };
-            let from = covered_to + 1;
+            let from = covered_to.saturating_add(1);
             let Some(key) = &key else {
                 findings.push(at(
                     b.line,
