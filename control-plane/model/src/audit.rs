@@ -107,7 +107,9 @@ pub struct AuditEvent {
     /// HTTP details, for HTTP events.
     #[serde(default)]
     pub http: Option<HttpDetails>,
-    /// Free-form detail for non-HTTP events (e.g. why a bundle was rejected).
+    /// Free-form detail: why a bundle was rejected (non-HTTP events), or what the API contract
+    /// stage found or changed for an HTTP request (the JSON pointer of a violation, scrubbed
+    /// properties, a replaced upstream error) — never request values.
     #[serde(default)]
     pub detail: Option<String>,
     /// What the web application firewall found, when it inspected the request. Absent (not
