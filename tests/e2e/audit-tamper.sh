@@ -25,10 +25,17 @@ for backend in ${AUDIT_TAMPER_BACKENDS:-sqlite postgres}; do
   else
     cmd=("$BIN/sase-audit-tamper" --bin-dir "$BIN" --work-dir "$WORK")
   fi
+  # The driver's output is shown as it comes and kept for its last line. Not `tee /dev/stderr`:
+  # that reopens, and truncates, a log file that stderr is redirected to (CI's log lost its
+  # beginning that way).
+  # (Kept outside $WORK: the driver empties its work directory when it starts.)
+  driver_out=$(mktemp /tmp/sase-audit-tamper-out.XXXXXX)
   set +e
-  out=$("${cmd[@]}" | tee /dev/stderr)
-  rc=$?
+  "${cmd[@]}" | tee "$driver_out"
+  rc=${PIPESTATUS[0]}
   set -e
+  out=$(cat "$driver_out")
+  rm -f "$driver_out"
   last=$(printf '%s\n' "$out" | tail -n 1)
   cases=$(sed -n 's/^audit_tamper cases=\([0-9]*\) detected=\([0-9]*\)$/\1/p' <<<"$last")
   detected=$(sed -n 's/^audit_tamper cases=\([0-9]*\) detected=\([0-9]*\)$/\2/p' <<<"$last")

@@ -156,7 +156,11 @@ echo "--- tunnel interop: wireguard-go $(wireguard-go --version 2>/dev/null | he
 check "ping 10.10.1.1 through the tunnel (handshake + ICMP)" in_c ping -c 3 -i 0.2 -W 3 10.10.1.1
 check "wg reports a completed handshake" handshake_done
 ping_all() { # ping_all <count> <dst>: succeeds only when every ping is answered
-  in_c ping -c "$1" -i 0.2 -W 2 "$2" | tee /dev/stderr | grep ' 0% packet loss'
+  # `tee /dev/stderr` would reopen (and truncate) a log file that stderr is redirected to.
+  local out
+  out=$(in_c ping -c "$1" -i 0.2 -W 2 "$2") || true
+  printf '%s\n' "$out" >&2
+  grep -q ' 0% packet loss' <<<"$out"
 }
 check "ping 10.10.1.77: 5 of 5 answered" ping_all 5 10.10.1.77
 check "UDP echo to allowed 10.10.1.10:7" udp_echo 10.10.1.10 7
