@@ -14,6 +14,8 @@
 //! * [`channel`] — the messages carried on the edge <-> control-plane channel.
 //! * [`reason`] — stable reason codes carried by every decision.
 //! * [`tunnel`] — typed rules of the per-identity packet ACL of ZTNA tunnels.
+//! * [`ownership`], [`egress`], [`graphql`], [`upstream_trust`] — object ownership rules
+//!   (API1), the egress allowlist (API7/API10), GraphQL limits, token translation and mTLS.
 //!
 //! The crate is pure Rust with no I/O, no clock and no async runtime, so it also builds for
 //! `wasm32-unknown-unknown` (the console reuses the validation).
@@ -24,11 +26,15 @@ pub mod audit_export;
 pub mod bundle;
 pub mod canonical;
 pub mod channel;
+pub mod egress;
 pub mod fleet;
+pub mod graphql;
 pub mod merkle;
+pub mod ownership;
 pub mod policy;
 pub mod reason;
 pub mod tunnel;
+pub mod upstream_trust;
 
 pub use audit::{AuditEvent, ChainError, ChainVerifier, GENESIS_HASH};
 pub use bundle::{BundleError, BundlePayload, SignedBundle};

@@ -177,6 +177,22 @@ pub struct HttpResource {
     /// error rewriting, security headers, CORS); see [`crate::api_contract`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api: Option<crate::api_contract::ApiSettings>,
+    /// Egress allowlist for the upstream and URL-valued fields; see [`crate::egress`] (without
+    /// it the upstream is trusted as written).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<crate::egress::EgressPolicy>,
+    /// GraphQL limits; see [`crate::graphql`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graphql: Option<crate::graphql::GraphqlLimits>,
+    /// Internal token sent upstream instead of the client's; see [`crate::upstream_trust`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_translation: Option<crate::upstream_trust::TokenTranslation>,
+    /// TLS (and mTLS) towards an `https://` upstream; see [`crate::upstream_trust`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_tls: Option<crate::upstream_trust::UpstreamTls>,
+    /// mTLS client certificates on the listener; see [`crate::upstream_trust`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificates: Option<crate::upstream_trust::ClientCertificates>,
 }
 
 fn default_body_limit() -> u64 {
@@ -205,6 +221,12 @@ pub struct Route {
     /// WAF settings for this route, overriding the resource's field by field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waf: Option<WafOverride>,
+    /// Object ownership rules (OWASP API1); see [`crate::ownership`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owner: Vec<crate::ownership::OwnershipRule>,
+    /// Request fields holding URLs the upstream fetches, checked against the egress allowlist.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub url_fields: Vec<crate::ownership::UrlField>,
 }
 
 /// What the WAF does with a request that reaches the anomaly threshold.
@@ -715,6 +737,14 @@ impl Policy {
                 );
             }
             crate::api_contract::check(&at, resource, &mut push);
+            if let Some(egress) = &resource.egress {
+                crate::egress::check(&format!("{at}.egress"), egress, &mut push);
+            }
+            if let Some(limits) = &resource.graphql {
+                let ids: Vec<&str> = resource.routes.iter().map(|r| r.id.as_str()).collect();
+                crate::graphql::check(&format!("{at}.graphql"), limits, &ids, &mut push);
+            }
+            crate::upstream_trust::check(&at, resource, &mut push);
             let mut route_ids = BTreeSet::new();
             let mut seen = BTreeSet::new();
             for (o, route) in resource.routes.iter().enumerate() {
@@ -759,7 +789,11 @@ impl Policy {
                         "a public route cannot require scopes or groups",
                     );
                 }
-                if !route.public && resource.issuers.is_empty() {
+                crate::ownership::check_route(&at, route, &mut push);
+                if !route.public
+                    && resource.issuers.is_empty()
+                    && resource.client_certificates.is_none()
+                {
                     push(
                         format!("{at}.public"),
                         "route needs a token but its resource trusts no issuer",

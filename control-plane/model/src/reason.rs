@@ -73,6 +73,23 @@ pub enum Reason {
     CorsRefused,
     /// The upstream failed (5xx); its body was replaced by the generic error.
     UpstreamError,
+    /// The request names an object (path, query or body field) that an ownership rule says the
+    /// caller does not own (OWASP API1): the field does not equal the rule's claim.
+    ObjectNotOwned,
+    /// The upstream or a URL-valued request field points where the egress allowlist does not
+    /// allow the edge to connect (OWASP API7 SSRF: loopback, private, link-local, metadata).
+    EgressRefused,
+    /// A GraphQL request exceeds a limit of the API (depth, aliases, root fields, complexity,
+    /// parser limits) or uses introspection while it is off, or cannot be parsed.
+    GraphqlRefused,
+    /// A third-party upstream's response does not match the API's response schema (OWASP
+    /// API10): it is not passed on.
+    UpstreamInvalid,
+    /// The resource requires a client certificate and none was presented.
+    ClientCertMissing,
+    /// The presented client certificate does not chain to the resource's CA, is not valid now,
+    /// or carries no identity of the configured kind.
+    ClientCertInvalid,
 }
 
 impl Reason {
@@ -109,6 +126,12 @@ impl Reason {
             Reason::ContentTypeUnsupported => "content_type_unsupported",
             Reason::CorsRefused => "cors_refused",
             Reason::UpstreamError => "upstream_error",
+            Reason::ObjectNotOwned => "object_not_owned",
+            Reason::EgressRefused => "egress_refused",
+            Reason::GraphqlRefused => "graphql_refused",
+            Reason::UpstreamInvalid => "upstream_invalid",
+            Reason::ClientCertMissing => "client_cert_missing",
+            Reason::ClientCertInvalid => "client_cert_invalid",
         }
     }
 
@@ -145,6 +168,10 @@ impl Reason {
             Reason::ContentTypeUnsupported => 415,
             Reason::CorsRefused => 403,
             Reason::UpstreamError => 502,
+            Reason::ObjectNotOwned | Reason::EgressRefused => 403,
+            Reason::GraphqlRefused => 400,
+            Reason::UpstreamInvalid => 502,
+            Reason::ClientCertMissing | Reason::ClientCertInvalid => 401,
         }
     }
 }
@@ -173,6 +200,12 @@ mod tests {
             Reason::ContentTypeUnsupported,
             Reason::CorsRefused,
             Reason::UpstreamError,
+            Reason::ObjectNotOwned,
+            Reason::EgressRefused,
+            Reason::GraphqlRefused,
+            Reason::UpstreamInvalid,
+            Reason::ClientCertMissing,
+            Reason::ClientCertInvalid,
         ] {
             let json = serde_json::to_string(&reason).expect("json");
             assert_eq!(json, format!("\"{}\"", reason.as_str()));

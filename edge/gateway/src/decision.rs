@@ -286,6 +286,12 @@ fn message(reason: Reason) -> &'static str {
         Reason::ContentTypeUnsupported => "this content type is not accepted here",
         Reason::CorsRefused => "this cross-origin request is not allowed",
         Reason::UpstreamError => "the service failed to handle the request",
+        Reason::ObjectNotOwned => "the caller does not own the object named in the request",
+        Reason::EgressRefused => "the request points to a destination that is not allowed",
+        Reason::GraphqlRefused => "the GraphQL request is not allowed",
+        Reason::UpstreamInvalid => "the service answered with a response that breaks its contract",
+        Reason::ClientCertMissing => "a client certificate is required",
+        Reason::ClientCertInvalid => "the client certificate is not accepted",
     }
 }
 
