@@ -14,6 +14,8 @@
 //! * [`channel`] — the messages carried on the edge <-> control-plane channel.
 //! * [`reason`] — stable reason codes carried by every decision.
 //! * [`tunnel`] — typed rules of the per-identity packet ACL of ZTNA tunnels.
+//! * [`quic`] — QUIC modes (`inspect`, `sni_filter`, `block`, `drop`) per site, resource or
+//!   server name, and the QUIC part of audit events.
 //! * [`ownership`], [`egress`], [`graphql`], [`upstream_trust`] — object ownership rules
 //!   (API1), the egress allowlist (API7/API10), GraphQL limits, token translation and mTLS.
 //!
@@ -32,6 +34,7 @@ pub mod graphql;
 pub mod merkle;
 pub mod ownership;
 pub mod policy;
+pub mod quic;
 pub mod reason;
 pub mod tunnel;
 pub mod upstream_trust;

@@ -23,6 +23,10 @@ pub struct Policy {
     /// Protected HTTP resources.
     #[serde(default)]
     pub resources: Vec<HttpResource>,
+    /// QUIC (HTTP/3) handling per site, resource or server name; see [`crate::quic`]
+    /// (absent: no UDP listener, `Alt-Svc` untouched).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quic: Option<crate::quic::QuicPolicy>,
 }
 
 /// A group of identities, by subject (`sub` claim). Tokens may also carry group names in a
@@ -817,6 +821,8 @@ impl Policy {
                 }
             }
         }
+
+        crate::quic::check(self, &mut push);
 
         if errors.is_empty() {
             Ok(())
