@@ -44,6 +44,8 @@ pub enum EventKind {
     PolicyApplied,
     /// The edge refused a policy bundle.
     PolicyRejected,
+    /// A QUIC flow decision (inspect, SNI filter, block, drop); details in `quic`.
+    QuicFlow,
 }
 
 impl EventKind {
@@ -53,6 +55,7 @@ impl EventKind {
             EventKind::HttpRequest => "http_request",
             EventKind::PolicyApplied => "policy_applied",
             EventKind::PolicyRejected => "policy_rejected",
+            EventKind::QuicFlow => "quic_flow",
         }
     }
 }
@@ -116,6 +119,10 @@ pub struct AuditEvent {
     /// null) otherwise, so events without it hash as they always did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waf: Option<WafVerdict>,
+    /// What was read from a QUIC flow and decided (QUIC events only). Absent (not null)
+    /// otherwise, so events without it hash as they always did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quic: Option<crate::quic::QuicDetails>,
 }
 
 /// The WAF's part of an audit event: rule ids, messages and scores, never the matched data.
@@ -390,6 +397,7 @@ mod tests {
                     http: Some(HttpDetails::default()),
                     detail: None,
                     waf: None,
+                    quic: None,
                 };
                 writer.link(&mut event);
                 event

@@ -90,6 +90,13 @@ pub enum Reason {
     /// The presented client certificate does not chain to the resource's CA, is not valid now,
     /// or carries no identity of the configured kind.
     ClientCertInvalid,
+    /// A QUIC flow refused by the `block` mode (clients fall back to TCP at once).
+    QuicBlocked,
+    /// A QUIC flow whose server name is not allowed by the `sni_filter` mode (or that sent no
+    /// readable ClientHello).
+    QuicSniRefused,
+    /// A QUIC flow silently discarded by the `drop` mode.
+    QuicDropped,
 }
 
 impl Reason {
@@ -132,6 +139,9 @@ impl Reason {
             Reason::UpstreamInvalid => "upstream_invalid",
             Reason::ClientCertMissing => "client_cert_missing",
             Reason::ClientCertInvalid => "client_cert_invalid",
+            Reason::QuicBlocked => "quic_blocked",
+            Reason::QuicSniRefused => "quic_sni_refused",
+            Reason::QuicDropped => "quic_dropped",
         }
     }
 
@@ -172,6 +182,9 @@ impl Reason {
             Reason::GraphqlRefused => 400,
             Reason::UpstreamInvalid => 502,
             Reason::ClientCertMissing | Reason::ClientCertInvalid => 401,
+            // Not HTTP answers (a QUIC flow is refused before any request): the status an
+            // HTTP request to the same resource would get for a refusal by policy.
+            Reason::QuicBlocked | Reason::QuicSniRefused | Reason::QuicDropped => 403,
         }
     }
 }
@@ -206,6 +219,9 @@ mod tests {
             Reason::UpstreamInvalid,
             Reason::ClientCertMissing,
             Reason::ClientCertInvalid,
+            Reason::QuicBlocked,
+            Reason::QuicSniRefused,
+            Reason::QuicDropped,
         ] {
             let json = serde_json::to_string(&reason).expect("json");
             assert_eq!(json, format!("\"{}\"", reason.as_str()));

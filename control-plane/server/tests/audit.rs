@@ -78,6 +78,7 @@ impl Edge {
                     http: Some(HttpDetails::default()),
                     detail: None,
                     waf: None,
+                    quic: None,
                 };
                 self.writer.link(&mut e);
                 e

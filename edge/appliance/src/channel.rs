@@ -80,6 +80,7 @@ pub fn policy_event(
         http: None,
         detail: Some(detail),
         waf: None,
+        quic: None,
     }
 }
 

@@ -8,6 +8,8 @@
 //! * [`channel`] — the management channel to the control plane.
 //! * [`jwks`] — fetching keys of `jwks_url` issuers.
 //! * [`waf`] — the CRS rule set of a policy and the bounded pool that runs inspections.
+//! * [`quic`] — HTTP/3 termination (`inspect`), `block`/`drop` of the published UDP port,
+//!   `Alt-Svc`, QUIC audit events; [`quic_relay`] — the `sni_filter` relay.
 
 pub mod channel;
 pub mod contract;
@@ -16,5 +18,7 @@ pub mod jwks;
 pub mod listener;
 pub mod policy;
 pub mod proxy;
+pub mod quic;
+pub mod quic_relay;
 pub mod spool;
 pub mod waf;

@@ -70,6 +70,15 @@ enum Command {
         /// 32 requests per worker may wait, beyond that the resource's overload setting applies.
         #[arg(long = "waf-workers", env = "SASE_EDGE_WAF_WORKERS", value_parser = clap::value_parser!(u16).range(1..=256))]
         waf_workers: Option<u16>,
+        /// UDP address of the published QUIC port (HTTP/3 when the policy inspects QUIC);
+        /// default: the HTTPS listener's address with port 443. Bound only when the policy's
+        /// `quic` block asks for it (see docs/QUIC.md).
+        #[arg(long = "quic-listen")]
+        quic_listen: Option<SocketAddr>,
+        /// UDP address of the `sni_filter` relay (forwards QUIC flows whose server name is
+        /// allowed, refuses the rest).
+        #[arg(long = "quic-relay-listen")]
+        quic_relay_listen: Option<SocketAddr>,
     },
 }
 
@@ -118,6 +127,8 @@ async fn main() -> anyhow::Result<()> {
             upstream_timeout_secs,
             waf_log,
             waf_workers,
+            quic_listen,
+            quic_relay_listen,
         } => {
             if http_listen.is_none() && https_listen.is_none() {
                 bail!("give at least one of --http-listen or --https-listen");
@@ -131,12 +142,14 @@ async fn main() -> anyhow::Result<()> {
                 upstream_timeout_secs,
                 waf_log,
                 waf_workers,
+                (quic_listen, quic_relay_listen),
             )
             .await
         }
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run(
     dir: DataDir,
     http_listen: Option<SocketAddr>,
@@ -145,6 +158,7 @@ async fn run(
     upstream_timeout_secs: u64,
     waf_log: Option<PathBuf>,
     waf_workers: Option<u16>,
+    (quic_listen, quic_relay_listen): (Option<SocketAddr>, Option<SocketAddr>),
 ) -> anyhow::Result<()> {
     identity::prepare_data_dir(&dir)?;
     let identity = identity::load_identity(&dir)?;
@@ -242,8 +256,28 @@ async fn run(
         tokio::spawn(listener::serve(l, None, edge.clone()));
     }
     if let Some((l, tls)) = https_listener {
-        urls.push(format!("https://{}", l.local_addr()?));
+        let https_addr = l.local_addr()?;
+        urls.push(format!("https://{https_addr}"));
+        // QUIC: the published UDP port follows the policy (HTTP/3, ICMP reject, or discard).
+        let quic_addr = quic_listen.unwrap_or_else(|| SocketAddr::new(https_addr.ip(), 443));
+        let (port_tx, port_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(sase_edge::quic::run_published(
+            edge.clone(),
+            quic_addr,
+            tls.clone(),
+            port_tx,
+        ));
+        if let Ok(port) = port_rx.await {
+            urls.push(format!("udp://{}", SocketAddr::new(quic_addr.ip(), port)));
+        }
         tokio::spawn(listener::serve(l, Some(tls), edge.clone()));
+    }
+    if let Some(addr) = quic_relay_listen {
+        let socket = tokio::net::UdpSocket::bind(addr)
+            .await
+            .with_context(|| format!("binding the QUIC relay on {addr}"))?;
+        urls.push(format!("quic-relay://{}", socket.local_addr()?));
+        tokio::spawn(sase_edge::quic_relay::run(edge.clone(), socket));
     }
     tokio::spawn(channel::run(edge.clone(), channel_tls, batch_signer));
     {

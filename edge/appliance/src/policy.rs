@@ -23,6 +23,8 @@ pub struct ActivePolicy {
     pub compiled: CompiledPolicy,
     /// The CRS rule set and the WAF settings of each route.
     pub waf: PolicyWaf,
+    /// The QUIC modes of the policy (published UDP port, `Alt-Svc`, SNI relay).
+    pub quic: crate::quic::QuicPlan,
     /// Bundle version.
     pub version: u64,
     /// Digest of the signed payload (identifies the exact bundle).
@@ -140,6 +142,7 @@ impl PolicyHolder {
         self.current.send_replace(Some(Arc::new(ActivePolicy {
             compiled,
             waf,
+            quic: crate::quic::QuicPlan::compile(&payload.policy),
             version,
             digest,
         })));

@@ -19,7 +19,6 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt as _, Full, Limited};
-use hyper::body::Incoming;
 use rand::RngCore;
 use sase_gateway::{decide_cached, error_body, RequestParts, Verdict};
 use sase_model::audit::{Decision, EventKind, HttpDetails};
@@ -240,6 +239,7 @@ impl Audit<'_> {
             }),
             detail: self.detail.clone(),
             waf: self.waf.clone(),
+            quic: None,
         };
         match self.edge.spool.append(event) {
             Ok(_) => true,
@@ -303,14 +303,26 @@ pub fn audit_refused_by_parser(
     audit.record(reason, reason.http_status(), "", "", None)
 }
 
-/// Handles one request from the published listener.
-pub async fn handle(
+/// Handles one request from the published listener: HTTP/1.1 and HTTP/2 (hyper's
+/// [`hyper::body::Incoming`]) or HTTP/3 ([`crate::quic::H3Body`]) — one pipeline for all.
+pub async fn handle<B>(
     edge: Arc<Edge>,
     client: SocketAddr,
     tls: bool,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
+    req: Request<B>,
+) -> Result<Response<Body>, Infallible>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let http1 = req.version() < http::Version::HTTP_2;
+    let h3 = req.version() == http::Version::HTTP_3;
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .map(str::to_string);
     let has_body = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -326,16 +338,24 @@ pub async fn handle(
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
+    if !h3 {
+        // QUIC modes: advertise HTTP/3 where it is inspected, strip `Alt-Svc: h3` elsewhere.
+        crate::quic::apply_alt_svc(&edge, host.as_deref(), &mut response);
+    }
     Ok(response)
 }
 
-async fn handle_inner(
+async fn handle_inner<B>(
     edge: &Arc<Edge>,
     client: SocketAddr,
     tls: bool,
-    req: Request<Incoming>,
+    req: Request<B>,
     body_read: &mut bool,
-) -> Response<Body> {
+) -> Response<Body>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let started = Instant::now();
     let (parts, body) = req.into_parts();
     let path: String = parts.uri.path().chars().take(2048).collect();

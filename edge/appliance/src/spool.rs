@@ -299,6 +299,7 @@ mod tests {
             http: None,
             detail: None,
             waf: None,
+            quic: None,
         }
     }
 

@@ -292,6 +292,10 @@ fn message(reason: Reason) -> &'static str {
         Reason::UpstreamInvalid => "the service answered with a response that breaks its contract",
         Reason::ClientCertMissing => "a client certificate is required",
         Reason::ClientCertInvalid => "the client certificate is not accepted",
+        // QUIC flow decisions: audit only, never an HTTP answer.
+        Reason::QuicBlocked => "QUIC is blocked here; use HTTPS over TCP",
+        Reason::QuicSniRefused => "QUIC to this server name is not allowed",
+        Reason::QuicDropped => "QUIC is dropped here",
     }
 }
 

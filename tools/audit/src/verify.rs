@@ -686,6 +686,7 @@ mod tests {
                     http: None,
                     detail: None,
                     waf: None,
+                    quic: None,
                 };
                 let h = writer.link(&mut e);
                 (e, h)
