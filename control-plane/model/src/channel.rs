@@ -1,7 +1,8 @@
 //! Messages on the edge <-> control-plane channel (JSON text frames over a WebSocket with mTLS).
 //!
-//! The edge always dials out. Down: signed policy bundles and acknowledgements of audit batches.
-//! Up: hello, heartbeats, audit batches and the outcome of applying a bundle.
+//! The edge always dials out. Down: signed policy bundles, acknowledgements of audit batches and
+//! revocations (CAEP). Up: hello, heartbeats, audit batches, the outcome of applying a bundle and
+//! the API inventory.
 
 use serde::{Deserialize, Serialize};
 
@@ -53,6 +54,15 @@ pub enum EdgeMessage {
         /// Why.
         reason: String,
     },
+    /// API inventory (OWASP API9): requests seen since the last report, aggregated (at most
+    /// [`crate::inventory::MAX_INVENTORY_ENTRIES`] entries).
+    Inventory {
+        /// The counts.
+        entries: Vec<crate::inventory::InventoryEntry>,
+        /// Distinct endpoints not reported because the edge's table was full.
+        #[serde(default)]
+        dropped: u64,
+    },
 }
 
 /// From the control plane to the edge.
@@ -76,5 +86,12 @@ pub enum ControlMessage {
         resend_from: u64,
         /// Why the batch was refused.
         reason: String,
+    },
+    /// Continuous access evaluation: subjects and sessions to refuse from now on (from CAEP
+    /// Security Event Tokens). Sent when a SET is accepted and, with every revocation still
+    /// in force, after each `hello`; the edge merges them into its table.
+    Revocations {
+        /// The revocations (at most [`crate::caep::MAX_REVOCATIONS_PER_MESSAGE`]).
+        revocations: Vec<crate::caep::Revocation>,
     },
 }

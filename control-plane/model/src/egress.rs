@@ -13,7 +13,8 @@
 //! ```yaml
 //! egress:
 //!   allow_hosts: [api.partner.example, "*.cdn.example"]
-//!   allow_networks: [127.0.0.1/32]      # the upstream runs on this box
+//!   allow_networks: [10.20.0.0/16]      # URL fields and the upstream may reach these
+//!   upstream_networks: [127.0.0.1/32]   # only the upstream: it runs on this box
 //!   third_party: true                   # validate responses against the `api` document
 //! ```
 
@@ -35,6 +36,11 @@ pub struct EgressPolicy {
     /// `allow_hosts` is not empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_networks: Vec<String>,
+    /// Networks allowed for the resource's upstream only (like `allow_networks`, but a
+    /// URL-valued request field cannot point there): where the protected service itself runs,
+    /// e.g. `127.0.0.1/32`, so that a webhook URL cannot reach its neighbours on loopback.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upstream_networks: Vec<String>,
     /// The upstream is a third-party API: its JSON responses must match the response schema of
     /// the resource's `api` document (refused with 502 `upstream_invalid` otherwise).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -91,9 +97,7 @@ impl IpNet {
 /// IPv4-mapped (`::ffff:a.b.c.d`) addresses as IPv4.
 pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map_or(IpAddr::V6(v6), IpAddr::V4),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
     }
 }
@@ -155,6 +159,14 @@ pub fn check(at: &str, egress: &EgressPolicy, push: &mut dyn FnMut(String, &str)
             push(format!("{at}.allow_networks[{i}]"), why);
         }
     }
+    if egress.upstream_networks.len() > 256 {
+        push(format!("{at}.upstream_networks"), "at most 256 entries");
+    }
+    for (i, net) in egress.upstream_networks.iter().enumerate() {
+        if let Err(why) = IpNet::parse(net) {
+            push(format!("{at}.upstream_networks[{i}]"), why);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -183,17 +195,25 @@ mod tests {
     fn egress_block_is_validated_with_paths() {
         let mut push_paths = Vec::new();
         let egress = EgressPolicy {
-            allow_hosts: vec!["api.example.com".into(), "*.Example.com".into(), "*.".into()],
+            allow_hosts: vec![
+                "api.example.com".into(),
+                "*.Example.com".into(),
+                "*.".into(),
+            ],
             allow_networks: vec!["127.0.0.1/32".into(), "300.1.1.1".into()],
+            upstream_networks: vec!["::1".into(), "x/1".into()],
             third_party: false,
         };
-        check("resources[0].egress", &egress, &mut |p, _| push_paths.push(p));
+        check("resources[0].egress", &egress, &mut |p, _| {
+            push_paths.push(p)
+        });
         assert_eq!(
             push_paths,
             [
                 "resources[0].egress.allow_hosts[1]",
                 "resources[0].egress.allow_hosts[2]",
-                "resources[0].egress.allow_networks[1]"
+                "resources[0].egress.allow_networks[1]",
+                "resources[0].egress.upstream_networks[1]"
             ]
         );
     }

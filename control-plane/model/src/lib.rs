@@ -12,6 +12,8 @@
 //! * [`audit_export`] — the JSON-lines audit export checked offline by `sase-audit verify`.
 //! * [`fleet`] — tenants, sites, devices and enrolment messages.
 //! * [`channel`] — the messages carried on the edge <-> control-plane channel.
+//! * [`caep`] — revocations from CAEP Security Event Tokens, pushed to edges.
+//! * [`inventory`] — the API inventory edges report (shadow and zombie endpoints).
 //! * [`reason`] — stable reason codes carried by every decision.
 //! * [`tunnel`] — typed rules of the per-identity packet ACL of ZTNA tunnels.
 //! * [`quic`] — QUIC modes (`inspect`, `sni_filter`, `block`, `drop`) per site, resource or
@@ -26,10 +28,12 @@ pub mod api_contract;
 pub mod audit;
 pub mod audit_export;
 pub mod bundle;
+pub mod caep;
 pub mod canonical;
 pub mod channel;
 pub mod egress;
 pub mod fleet;
+pub mod inventory;
 pub mod graphql;
 pub mod merkle;
 pub mod ownership;

@@ -125,15 +125,20 @@ fn valid_pointer(pointer: &str) -> bool {
     }
     // `~` must be followed by 0 or 1 (RFC 6901).
     let bytes = pointer.as_bytes();
-    bytes.iter().enumerate().all(|(i, &b)| {
-        b != b'~' || matches!(bytes.get(i + 1), Some(b'0') | Some(b'1'))
-    }) && !pointer.contains(char::is_control)
+    bytes
+        .iter()
+        .enumerate()
+        .all(|(i, &b)| b != b'~' || matches!(bytes.get(i + 1), Some(b'0') | Some(b'1')))
+        && !pointer.contains(char::is_control)
 }
 
 /// Checks the `owner` and `url_fields` of a route (`at` is the route's field path).
 pub fn check_route(at: &str, route: &Route, push: &mut dyn FnMut(String, &str)) {
     if route.owner.len() > MAX_OWNERSHIP_RULES {
-        push(format!("{at}.owner"), "at most 16 ownership rules per route");
+        push(
+            format!("{at}.owner"),
+            "at most 16 ownership rules per route",
+        );
     }
     if !route.owner.is_empty() && route.public {
         push(
@@ -201,7 +206,10 @@ pub fn check_route(at: &str, route: &Route, push: &mut dyn FnMut(String, &str)) 
         }
     }
     if route.url_fields.len() > MAX_URL_FIELDS {
-        push(format!("{at}.url_fields"), "at most 16 URL fields per route");
+        push(
+            format!("{at}.url_fields"),
+            "at most 16 URL fields per route",
+        );
     }
     for (i, field) in route.url_fields.iter().enumerate() {
         let at = format!("{at}.url_fields[{i}]");
@@ -266,7 +274,10 @@ resources:
         // A policy without rules serialises as before (no new keys).
         let plain = Policy::parse_yaml(&with("")).expect("valid");
         let json = serde_json::to_string(&plain).expect("json");
-        assert!(!json.contains("owner") && !json.contains("url_fields"), "{json}");
+        assert!(
+            !json.contains("owner") && !json.contains("url_fields"),
+            "{json}"
+        );
     }
 
     #[test]

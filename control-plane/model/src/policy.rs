@@ -222,6 +222,10 @@ pub struct Route {
     /// When true no token is needed (and `scopes` / `groups` must be empty).
     #[serde(default)]
     pub public: bool,
+    /// Retired (OWASP API9): still served, but calls to it are listed as zombie endpoints in
+    /// the API inventory.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retired: bool,
     /// WAF settings for this route, overriding the resource's field by field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waf: Option<WafOverride>,

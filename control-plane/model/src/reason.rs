@@ -73,6 +73,9 @@ pub enum Reason {
     CorsRefused,
     /// The upstream failed (5xx); its body was replaced by the generic error.
     UpstreamError,
+    /// The token's subject or session was revoked (continuous access evaluation: a CAEP
+    /// `session-revoked` or `credential-change` event) after the token was issued.
+    TokenRevoked,
     /// The request names an object (path, query or body field) that an ownership rule says the
     /// caller does not own (OWASP API1): the field does not equal the rule's claim.
     ObjectNotOwned,
@@ -133,6 +136,7 @@ impl Reason {
             Reason::ContentTypeUnsupported => "content_type_unsupported",
             Reason::CorsRefused => "cors_refused",
             Reason::UpstreamError => "upstream_error",
+            Reason::TokenRevoked => "token_revoked",
             Reason::ObjectNotOwned => "object_not_owned",
             Reason::EgressRefused => "egress_refused",
             Reason::GraphqlRefused => "graphql_refused",
@@ -160,7 +164,8 @@ impl Reason {
             | Reason::TokenUnknownKey
             | Reason::TokenAlgorithmNotAllowed
             | Reason::TokenCritUnsupported
-            | Reason::TokenTooLarge => 401,
+            | Reason::TokenTooLarge
+            | Reason::TokenRevoked => 401,
             // The caller's token may be fine; the edge cannot check it until the issuer's
             // JWK set can be fetched again.
             Reason::TokenKeysUnavailable => 503,
@@ -213,6 +218,7 @@ mod tests {
             Reason::ContentTypeUnsupported,
             Reason::CorsRefused,
             Reason::UpstreamError,
+            Reason::TokenRevoked,
             Reason::ObjectNotOwned,
             Reason::EgressRefused,
             Reason::GraphqlRefused,

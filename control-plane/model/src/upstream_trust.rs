@@ -131,11 +131,7 @@ fn looks_like_pem_certificate(pem: &str) -> bool {
 }
 
 /// Checks the trust settings of a resource (`at` is its field path).
-pub fn check(
-    at: &str,
-    resource: &crate::policy::HttpResource,
-    push: &mut dyn FnMut(String, &str),
-) {
+pub fn check(at: &str, resource: &crate::policy::HttpResource, push: &mut dyn FnMut(String, &str)) {
     if let Some(t) = &resource.token_translation {
         if t.audience.trim().is_empty() || t.audience.len() > 256 {
             push(

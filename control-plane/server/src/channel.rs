@@ -2,8 +2,8 @@
 //!
 //! The device is identified by the SHA-256 of the client certificate it presented (already
 //! verified against the tenant CAs by the TLS layer) and must be active. Down the channel go
-//! signed policy bundles and audit acknowledgements; up come hello, heartbeats, audit batches and
-//! policy outcomes. Anything that is not a well-formed [`EdgeMessage`] closes the connection with
+//! signed policy bundles, audit acknowledgements and revocations (CAEP, all in force after each
+//! hello); up come hello, heartbeats, audit batches, policy outcomes and inventory reports. Anything that is not a well-formed [`EdgeMessage`] closes the connection with
 //! a policy-violation close code and raises an alert.
 
 use std::time::Duration;
@@ -226,6 +226,7 @@ async fn handle(
                 .await?
                 .map_or(0, |(s, _)| s);
             replies.push(ControlMessage::AuditAck { up_to_seq: head });
+            replies.extend(crate::caep::hello_messages(state, &device.tenant_id).await?);
             Ok(replies)
         }
         EdgeMessage::Heartbeat {
@@ -235,6 +236,10 @@ async fn handle(
                 .store
                 .device_seen(&device.id, now, applied_version, None)
                 .await?;
+            Ok(Vec::new())
+        }
+        EdgeMessage::Inventory { entries, dropped } => {
+            crate::inventory::ingest(state, device, &entries, dropped).await?;
             Ok(Vec::new())
         }
         EdgeMessage::PolicyApplied { version } => {

@@ -10,6 +10,9 @@
 //! * [`rbac`] — MSP → customer tenancy, roles, permissions and the one `authorize` check.
 //! * [`admins`] — admin management, TOTP MFA, the admin-action trail query.
 //! * [`admin_audit`] — recording admin actions (hash-chained, with before/after diffs).
+//! * [`caep`] — continuous access evaluation: the SET push endpoint (RFC 8935), transmitter
+//!   settings, revocations pushed to edges.
+//! * [`inventory`] — the API inventory edges report: shadow and zombie endpoints (API9).
 //! * [`totp`] — RFC 6238 codes.
 //! * [`pki`] — tenant CAs, device certificates, the server's TLS identity.
 //! * [`tls`] — rustls configuration, the dynamic device-certificate verifier, the accept loop.
@@ -21,8 +24,10 @@ pub mod admins;
 pub mod api;
 pub mod audit_log;
 pub mod auth;
+pub mod caep;
 pub mod channel;
 pub mod error;
+pub mod inventory;
 pub mod openapi;
 pub mod pki;
 pub mod rbac;
@@ -77,6 +82,19 @@ pub fn router(state: SharedState) -> Router {
         .route(
             "/devices/{device_id}/audit/verify",
             get(api::verify_device_chain),
+        )
+        .route(
+            "/tenants/{tenant_id}/caep/transmitter",
+            get(caep::get_transmitter).put(caep::put_transmitter),
+        )
+        .route("/tenants/{tenant_id}/caep/events", post(caep::receive_set))
+        .route(
+            "/tenants/{tenant_id}/caep/revocations",
+            get(caep::list_revocations),
+        )
+        .route(
+            "/tenants/{tenant_id}/inventory",
+            get(inventory::list_inventory),
         )
         .route("/alerts", get(api::list_alerts))
         .route("/me", get(admins::me))

@@ -129,6 +129,8 @@ async fn session(
     let mut sent_up_to = 0u64;
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     heartbeat.tick().await;
+    let mut inventory = tokio::time::interval(crate::inventory::REPORT_INTERVAL);
+    inventory.tick().await;
     loop {
         // Upload what is pending, within the window, once the control plane told us its head.
         if let Some(acked_seq) = acked {
@@ -206,6 +208,13 @@ async fn session(
                         }
                         acked = Some(acked.map_or(up_to_seq, |a| a.max(up_to_seq)));
                     }
+                    ControlMessage::Revocations { revocations } => {
+                        let received = revocations.len();
+                        match edge.revocations.apply(revocations, now_ms()) {
+                            Ok(added) => tracing::info!(received, added, held = edge.revocations.len(), "revocations applied"),
+                            Err(err) => tracing::error!(%err, "revocations enforced but not persisted"),
+                        }
+                    }
                     ControlMessage::AuditNack { resend_from, reason } => {
                         tracing::warn!(resend_from, %reason, "control plane refused an audit batch");
                         sent_up_to = resend_from.saturating_sub(1);
@@ -215,6 +224,12 @@ async fn session(
                 }
             }
             () = edge.spool.appended() => {}
+            _ = inventory.tick() => {
+                edge.revocations.prune(now_ms());
+                if let Some((entries, dropped)) = edge.inventory.take_report() {
+                    sink.send(send(&EdgeMessage::Inventory { entries, dropped })?).await?;
+                }
+            }
             _ = heartbeat.tick() => {
                 sink.send(send(&EdgeMessage::Heartbeat {
                     applied_version: edge.policy.snapshot().map(|p| p.version),

@@ -8,16 +8,20 @@
 //! * [`channel`] — the management channel to the control plane.
 //! * [`jwks`] — fetching keys of `jwks_url` issuers.
 //! * [`waf`] — the CRS rule set of a policy and the bounded pool that runs inspections.
+//! * [`revocation`] — revoked subjects and sessions (CAEP), persisted, checked per request.
+//! * [`inventory`] — request counts by endpoint, reported for the API inventory (API9).
 //! * [`quic`] — HTTP/3 termination (`inspect`), `block`/`drop` of the published UDP port,
 //!   `Alt-Svc`, QUIC audit events; [`quic_relay`] — the `sni_filter` relay.
 
 pub mod channel;
 pub mod contract;
 pub mod identity;
+pub mod inventory;
 pub mod jwks;
 pub mod listener;
 pub mod policy;
 pub mod proxy;
+pub mod revocation;
 pub mod quic;
 pub mod quic_relay;
 pub mod spool;

@@ -246,6 +246,11 @@ async fn run(
             ),
             None => None,
         },
+        revocations: Arc::new(sase_edge::revocation::Revocations::load(
+            dir.root().join("revocations.json"),
+            sase_edge::proxy::now_ms(),
+        )),
+        inventory: sase_edge::inventory::Inventory::default(),
     });
     // Fetches the keys of `jwks_url` issuers at once for the stored policy, then on schedule.
     tokio::spawn(sase_edge::jwks::run_refresher(edge.clone()));

@@ -87,6 +87,11 @@ pub struct Edge {
     pub waf: WafStage,
     /// Optional ModSecurity-style log of rule matches.
     pub waf_log: Option<crate::waf::MatchLog>,
+    /// Revoked subjects and sessions (continuous access evaluation), checked after every
+    /// token verdict.
+    pub revocations: Arc<crate::revocation::Revocations>,
+    /// Request counts for the API inventory (OWASP API9).
+    pub inventory: crate::inventory::Inventory,
 }
 
 /// Wall-clock time in Unix milliseconds.
@@ -212,6 +217,14 @@ impl Audit<'_> {
         route: &str,
         identity: Option<String>,
     ) -> bool {
+        self.edge.inventory.record(
+            resource,
+            route,
+            &self.method,
+            &self.path,
+            reason != Reason::Allowed,
+            now_ms(),
+        );
         let event = AuditEvent {
             seq: 0,
             prev_hash: String::new(),
@@ -472,6 +485,27 @@ where
     let resource = allowed.resource.as_str();
     let route = allowed.route.as_str();
     let identity = allowed.identity.clone();
+
+    // Continuous access evaluation: a revoked subject or session is refused on every request,
+    // whether its token was just verified or served from the cache, on any connection.
+    if let Some(token) = allowed.token.as_deref() {
+        if let Some(revoked) = edge.revocations.check(token, now_ms()) {
+            audit.detail = Some(format!("revocation {}", revoked.id));
+            audit.record(
+                Reason::TokenRevoked,
+                Reason::TokenRevoked.http_status(),
+                resource,
+                route,
+                identity,
+            );
+            let mut response = refusal(Reason::TokenRevoked, &audit.reference);
+            let challenge = sase_gateway::revocation::claims_challenge(&revoked);
+            if let Ok(v) = HeaderValue::from_str(&challenge) {
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
+            return response;
+        }
+    }
 
     // Body, within the resource's limit.
     let declared = parts

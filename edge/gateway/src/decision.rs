@@ -13,7 +13,7 @@ use sase_model::policy::Method;
 use crate::cache::TokenCache;
 use crate::contract::ApiHandle;
 use crate::jwks::JwksStore;
-use crate::jwt::{self, TokenFailure};
+use crate::jwt::{self, TokenFailure, VerifiedToken};
 use crate::policy::CompiledPolicy;
 
 /// The parts of an HTTP request that decisions look at.
@@ -76,6 +76,9 @@ pub struct Allowed {
     /// The resource's API contract and the route's operation, when the resource has an `api`
     /// block (`None` costs nothing further on the request path).
     pub api: Option<ApiHandle>,
+    /// The verified token (claims, as served from the cache or just verified); `None` on
+    /// public routes. The shell checks it against the revocation table (CAEP).
+    pub token: Option<Arc<VerifiedToken>>,
 }
 
 /// A refused request.
@@ -126,25 +129,27 @@ fn decide_inner(
     let refuse = |reason: Reason, identity: Option<String>| {
         deny(reason, &resource.name, &route.id, identity)
     };
-    let allow = |identity: Option<String>, subject: Option<String>| {
-        Verdict::Allow(Allowed {
-            resource: resource.name.clone(),
-            route: route.id.clone(),
-            upstream: resource.upstream.clone(),
-            identity,
-            subject,
-            max_body_bytes: resource.max_body_bytes,
-            api: resource.contract.as_ref().map(|c| {
-                ApiHandle::new(
-                    c.clone(),
-                    Method::from_http(req.method).and_then(|m| route.operation(m)),
-                )
-            }),
-        })
-    };
+    let allow =
+        |identity: Option<String>, subject: Option<String>, token: Option<Arc<VerifiedToken>>| {
+            Verdict::Allow(Allowed {
+                resource: resource.name.clone(),
+                route: route.id.clone(),
+                upstream: resource.upstream.clone(),
+                identity,
+                subject,
+                max_body_bytes: resource.max_body_bytes,
+                api: resource.contract.as_ref().map(|c| {
+                    ApiHandle::new(
+                        c.clone(),
+                        Method::from_http(req.method).and_then(|m| route.operation(m)),
+                    )
+                }),
+                token,
+            })
+        };
 
     if route.public {
-        return allow(None, None);
+        return allow(None, None, None);
     }
 
     let token = match jwt::bearer_token(req.authorization) {
@@ -191,7 +196,8 @@ fn decide_inner(
         return refuse(Reason::GroupMissing, Some(identity));
     }
 
-    allow(Some(identity), Some(verified.sub.clone()))
+    let subject = Some(verified.sub.clone());
+    allow(Some(identity), subject, Some(verified))
 }
 
 fn deny(reason: Reason, resource: &str, route: &str, identity: Option<String>) -> Verdict {
@@ -286,6 +292,9 @@ fn message(reason: Reason) -> &'static str {
         Reason::ContentTypeUnsupported => "this content type is not accepted here",
         Reason::CorsRefused => "this cross-origin request is not allowed",
         Reason::UpstreamError => "the service failed to handle the request",
+        Reason::TokenRevoked => {
+            "the session or credentials behind the bearer token were revoked; sign in again"
+        }
         Reason::ObjectNotOwned => "the caller does not own the object named in the request",
         Reason::EgressRefused => "the request points to a destination that is not allowed",
         Reason::GraphqlRefused => "the GraphQL request is not allowed",

@@ -54,8 +54,8 @@ impl From<Reason> for TokenFailure {
 }
 
 /// A token whose signature and claims checked out.
-#[derive(Debug)]
-pub(crate) struct VerifiedToken {
+#[derive(Debug, PartialEq, Eq)]
+pub struct VerifiedToken {
     /// The `iss` claim (equal to the trusted issuer's).
     pub(crate) iss: String,
     /// The `sub` claim.
@@ -68,6 +68,23 @@ pub(crate) struct VerifiedToken {
     pub(crate) key_generation: u64,
     /// Leeway of that issuer, in seconds.
     pub(crate) leeway_seconds: u32,
+}
+
+impl VerifiedToken {
+    /// The `iss` claim.
+    pub fn iss(&self) -> &str {
+        &self.iss
+    }
+
+    /// The `sub` claim.
+    pub fn sub(&self) -> &str {
+        &self.sub
+    }
+
+    /// All claims of the token.
+    pub fn claims(&self) -> &Map<String, Value> {
+        &self.claims
+    }
 }
 
 /// The token of an `Authorization: Bearer <token>` header value.

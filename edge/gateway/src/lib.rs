@@ -10,6 +10,9 @@
 //! * [`decide`] / [`decide_cached`] — the verdict for one request: route, bearer token, scopes
 //!   and groups.
 //! * [`error_body`] — the JSON body the shell sends with a refusal.
+//! * [`revocation`] — continuous access evaluation: the table of revoked subjects and sessions
+//!   checked after every token verdict, and the claims challenge of its refusals.
+//! * [`inventory`] — request counts by endpoint for the API inventory (OWASP API9).
 //! * [`ApiHandle`] — the API contract (OpenAPI operations compiled once per policy):
 //!   request checks, response scrubbing, security headers, CORS; [`preflight`] answers CORS
 //!   preflights; [`check_contracts`] lets the control plane refuse a document that does not
@@ -22,10 +25,12 @@ mod cache;
 mod contract;
 mod decision;
 mod error;
+pub mod inventory;
 mod jwks;
 mod jwt;
 mod keys;
 mod policy;
+pub mod revocation;
 mod strict_json;
 
 pub use cache::{TokenCache, DEFAULT_TOKEN_CACHE_ENTRIES};
@@ -38,6 +43,7 @@ pub use decision::{
 };
 pub use error::{CompileError, KeyError};
 pub use jwks::{JwksStore, REFETCH_INTERVAL_MS};
+pub use jwt::VerifiedToken;
 pub use jwt::MAX_TOKEN_BYTES;
 pub use keys::{MAX_JWKS_BYTES, MAX_JWKS_KEYS};
 pub use policy::{CompiledPolicy, RemoteKeys};

@@ -103,6 +103,8 @@ pub(crate) struct CompiledRoute {
     pub(crate) public: bool,
     /// The OpenAPI operation of each method that has one.
     pub(crate) operations: Vec<(Method, Arc<Operation>)>,
+    /// Ownership, GraphQL and egress checks of the route (`None`: nothing to check).
+    pub(crate) guards: Option<Arc<crate::guards::RouteGuards>>,
 }
 
 impl CompiledRoute {
@@ -203,7 +205,10 @@ impl CompiledPolicy {
                         .collect(),
                     None => Vec::new(),
                 };
+                let guards = crate::guards::RouteGuards::compile(resource, route, &template)
+                    .map(Arc::new);
                 routes.push(CompiledRoute {
+                    guards,
                     id: route.id.clone(),
                     operations,
                     methods: route.methods.clone(),

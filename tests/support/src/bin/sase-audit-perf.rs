@@ -240,7 +240,8 @@ async fn upload(mut ws: Ws, frames: Vec<(u64, String)>) -> Result<()> {
             } => {
                 bail!("batch refused at {resend_from}: {reason}")
             }
-            ControlMessage::Policy { .. } => {}
+            // Neither policies, revocations nor update offers matter to the upload.
+            _ => {}
         }
     }
     Ok(())
