@@ -79,6 +79,9 @@ pub struct Allowed {
     /// The verified token (claims, as served from the cache or just verified); `None` on
     /// public routes. The shell checks it against the revocation table (CAEP).
     pub token: Option<Arc<VerifiedToken>>,
+    /// The route's ownership, GraphQL and egress checks, run by the shell once the body is
+    /// read (`None`: the route has none).
+    pub guards: Option<Arc<crate::guards::RouteGuards>>,
 }
 
 /// A refused request.
@@ -145,6 +148,7 @@ fn decide_inner(
                     )
                 }),
                 token,
+                guards: route.guards.clone(),
             })
         };
 

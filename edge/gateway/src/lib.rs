@@ -10,6 +10,8 @@
 //! * [`decide`] / [`decide_cached`] — the verdict for one request: route, bearer token, scopes
 //!   and groups.
 //! * [`error_body`] — the JSON body the shell sends with a refusal.
+//! * [`RouteGuards`] — checks run once the body is read: object ownership (API1), GraphQL
+//!   limits, the egress allowlist of URL fields and of the upstream (API7/API10).
 //! * [`revocation`] — continuous access evaluation: the table of revoked subjects and sessions
 //!   checked after every token verdict, and the claims challenge of its refusals.
 //! * [`inventory`] — request counts by endpoint for the API inventory (OWASP API9).
@@ -24,11 +26,15 @@
 mod cache;
 mod contract;
 mod decision;
+mod egress;
 mod error;
+mod graphql;
+mod guards;
 pub mod inventory;
 mod jwks;
 mod jwt;
 mod keys;
+mod ownership;
 mod policy;
 pub mod revocation;
 mod strict_json;
@@ -41,7 +47,11 @@ pub use contract::{
 pub use decision::{
     decide, decide_cached, error_body, error_body_detail, Allowed, Denied, RequestParts, Verdict,
 };
+pub use egress::{parse_url, refused_class, Destination, EgressViolation};
 pub use error::{CompileError, KeyError};
+pub use graphql::{GraphqlCost, GraphqlViolation};
+pub use guards::{GuardRequest, GuardViolation, RouteGuards};
+pub use ownership::OwnershipViolation;
 pub use jwks::{JwksStore, REFETCH_INTERVAL_MS};
 pub use jwt::VerifiedToken;
 pub use jwt::MAX_TOKEN_BYTES;
