@@ -15,6 +15,7 @@ APT_PACKAGES=(
   libmodsecurity-dev modsecurity-crs libjemalloc-dev
   postgresql postgresql-client
   python3 python3-venv
+  rsyslog rsyslog-gnutls openssl
 )
 # Extra packages a caller needs (e.g. the WAF comparison scripts): SETUP_EXTRA="nginx wrk".
 read -r -a EXTRA <<< "${SETUP_EXTRA:-}"

@@ -10,6 +10,7 @@
 //!   device signs for an uploaded batch.
 //! * [`merkle`] — RFC 6962 Merkle trees over stored events, inclusion proofs, signed tree heads.
 //! * [`audit_export`] — the JSON-lines audit export checked offline by `sase-audit verify`.
+//! * [`ocsf`] — the OCSF 1.1 form of audit events, for SIEM export.
 //! * [`fleet`] — tenants, sites, devices and enrolment messages.
 //! * [`channel`] — the messages carried on the edge <-> control-plane channel.
 //! * [`caep`] — revocations from CAEP Security Event Tokens, pushed to edges.
@@ -36,6 +37,7 @@ pub mod fleet;
 pub mod inventory;
 pub mod graphql;
 pub mod merkle;
+pub mod ocsf;
 pub mod ownership;
 pub mod policy;
 pub mod quic;

@@ -13,6 +13,8 @@
 //! * [`caep`] — continuous access evaluation: the SET push endpoint (RFC 8935), transmitter
 //!   settings, revocations pushed to edges.
 //! * [`inventory`] — the API inventory edges report: shadow and zombie endpoints (API9).
+//! * [`siem`] — forwarding each tenant's audit trail to its SIEMs (syslog RFC 5424 over
+//!   TCP/TLS, JSON lines, OCSF), at least once, with a persisted cursor.
 //! * [`totp`] — RFC 6238 codes.
 //! * [`pki`] — tenant CAs, device certificates, the server's TLS identity.
 //! * [`tls`] — rustls configuration, the dynamic device-certificate verifier, the accept loop.
@@ -31,6 +33,7 @@ pub mod inventory;
 pub mod openapi;
 pub mod pki;
 pub mod rbac;
+pub mod siem;
 pub mod state;
 pub mod store;
 pub mod tls;
@@ -95,6 +98,14 @@ pub fn router(state: SharedState) -> Router {
         .route(
             "/tenants/{tenant_id}/inventory",
             get(inventory::list_inventory),
+        )
+        .route(
+            "/tenants/{tenant_id}/siem/sinks",
+            get(siem::list_sinks).post(siem::create_sink),
+        )
+        .route(
+            "/tenants/{tenant_id}/siem/sinks/{sink_id}",
+            delete(siem::delete_sink),
         )
         .route("/alerts", get(api::list_alerts))
         .route("/me", get(admins::me))

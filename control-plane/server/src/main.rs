@@ -50,6 +50,9 @@ struct ServeArgs {
     /// Seconds between signed audit checkpoints (Merkle tree heads over each tenant's log).
     #[arg(long, env = "SASE_AUDIT_CHECKPOINT_SECS", default_value_t = 60)]
     audit_checkpoint_secs: u64,
+    /// Milliseconds between looks for new events to forward to SIEM sinks when all are caught up.
+    #[arg(long, env = "SASE_SIEM_POLL_MS", default_value_t = 500)]
+    siem_poll_ms: u64,
     /// User name of the first admin (created only when there is no admin).
     #[arg(long, env = "SASE_ADMIN_USER", default_value = "admin")]
     admin_user: String,
@@ -154,6 +157,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tokio::spawn(sase_control::audit_log::run_checkpointer(
         state.clone(),
         std::time::Duration::from_secs(args.audit_checkpoint_secs.max(1)),
+    ));
+    tokio::spawn(sase_control::siem::run_forwarder(
+        state.clone(),
+        std::time::Duration::from_millis(args.siem_poll_ms.clamp(50, 60_000)),
     ));
     let app = router(state);
     tokio::select! {

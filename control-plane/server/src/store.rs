@@ -198,6 +198,11 @@ impl Store {
         &self.pool
     }
 
+    /// The connection pool, for store extensions kept in their feature's module (`siem`).
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
     /// Which database this is.
     pub fn backend(&self) -> Backend {
         self.backend

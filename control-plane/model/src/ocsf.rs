@@ -1,0 +1,249 @@
+//! The OCSF (Open Cybersecurity Schema Framework, schema 1.1.0) form of audit events, for
+//! SIEMs that ingest OCSF (Amazon Security Lake, Splunk, Sentinel through their OCSF mappings).
+//!
+//! The mapping is a pure function of one event, so the control plane's SIEM forwarder, the
+//! export and the console show the same classes:
+//!
+//! | event kind | OCSF class | category |
+//! |---|---|---|
+//! | `http_request` | HTTP Activity (4002), activity from the method | Network Activity (4) |
+//! | `policy_applied`, `policy_rejected` | Device Config State Change (5019), activity Other | Discovery (5) |
+//! | anything newer | Base Event (0), activity Other | Uncategorized (0) |
+//!
+//! Decisions use the Security Control profile: `action_id` 1 Allowed / 2 Denied and
+//! `disposition_id` 1 Allowed / 2 Blocked; the stable reason code goes to `status_detail`.
+//! Fields OCSF has no place for (chain position and hashes, policy version, WAF rule ids) go to
+//! `unmapped`, so nothing the trail records is dropped on the way to a SIEM. Request values are
+//! never part of an event, so none reach OCSF either.
+
+use serde_json::{json, Map, Value};
+
+use crate::audit::{AuditEvent, Decision, EventKind};
+
+/// OCSF schema version the events follow.
+pub const OCSF_VERSION: &str = "1.1.0";
+
+/// Product name in `metadata.product`.
+pub const PRODUCT_NAME: &str = "sase-edge";
+
+/// Vendor name in `metadata.product`.
+pub const VENDOR_NAME: &str = "SASE branch edge";
+
+/// The OCSF class an event kind maps to: `(class_uid, class_name, category_uid, category_name)`.
+pub fn class_of(kind: EventKind) -> (u32, &'static str, u32, &'static str) {
+    match kind {
+        EventKind::HttpRequest => (4002, "HTTP Activity", 4, "Network Activity"),
+        EventKind::PolicyApplied | EventKind::PolicyRejected => {
+            (5019, "Device Config State Change", 5, "Discovery")
+        }
+        #[allow(unreachable_patterns)]
+        _ => (0, "Base Event", 0, "Uncategorized"),
+    }
+}
+
+/// HTTP Activity `activity_id` for a request method (99 = Other).
+fn http_activity(method: &str) -> (u32, &'static str) {
+    match method {
+        "CONNECT" => (1, "Connect"),
+        "DELETE" => (2, "Delete"),
+        "GET" => (3, "Get"),
+        "HEAD" => (4, "Head"),
+        "OPTIONS" => (5, "Options"),
+        "POST" => (6, "Post"),
+        "PUT" => (7, "Put"),
+        "TRACE" => (8, "Trace"),
+        _ => (99, "Other"),
+    }
+}
+
+/// The OCSF JSON object for one audit event. `event_hash` is the event's chain hash (stored
+/// alongside it; passed in so that callers holding it do not recompute it).
+pub fn to_ocsf(event: &AuditEvent, event_hash: &str) -> Value {
+    let (class_uid, class_name, category_uid, category_name) = class_of(event.kind);
+    let (activity_id, activity_name) = match (&event.kind, &event.http) {
+        (EventKind::HttpRequest, Some(http)) => http_activity(&http.method),
+        _ => (99, "Other"),
+    };
+    let denied = event.decision == Decision::Deny;
+    let waf_finding = event.waf.as_ref().is_some_and(|w| !w.rule_ids.is_empty());
+    // Informational for allowed traffic; Medium for a refusal; High when the WAF refused it.
+    let (severity_id, severity) = match (denied, event.waf.as_ref().is_some_and(|w| w.blocked)) {
+        (true, true) => (4, "High"),
+        (true, false) => (3, "Medium"),
+        (false, _) if waf_finding => (2, "Low"),
+        (false, _) => (1, "Informational"),
+    };
+    let mut object = Map::new();
+    object.insert("class_uid".into(), json!(class_uid));
+    object.insert("class_name".into(), json!(class_name));
+    object.insert("category_uid".into(), json!(category_uid));
+    object.insert("category_name".into(), json!(category_name));
+    object.insert("activity_id".into(), json!(activity_id));
+    object.insert("activity_name".into(), json!(activity_name));
+    object.insert(
+        "type_uid".into(),
+        json!(u64::from(class_uid) * 100 + u64::from(activity_id)),
+    );
+    object.insert("time".into(), json!(event.ts_ms));
+    object.insert("severity_id".into(), json!(severity_id));
+    object.insert("severity".into(), json!(severity));
+    let (status_id, status) = if denied {
+        (2, "Failure")
+    } else {
+        (1, "Success")
+    };
+    object.insert("status_id".into(), json!(status_id));
+    object.insert("status".into(), json!(status));
+    object.insert("status_detail".into(), json!(event.reason.as_str()));
+    let (action_id, action, disposition_id, disposition) = if denied {
+        (2, "Denied", 2, "Blocked")
+    } else {
+        (1, "Allowed", 1, "Allowed")
+    };
+    object.insert("action_id".into(), json!(action_id));
+    object.insert("action".into(), json!(action));
+    object.insert("disposition_id".into(), json!(disposition_id));
+    object.insert("disposition".into(), json!(disposition));
+    object.insert(
+        "metadata".into(),
+        json!({
+            "version": OCSF_VERSION,
+            "uid": event.reference,
+            "tenant_uid": event.tenant_id,
+            "log_name": "sase-audit",
+            "sequence": event.seq,
+            "profiles": ["security_control"],
+            "product": { "name": PRODUCT_NAME, "vendor_name": VENDOR_NAME },
+        }),
+    );
+    object.insert("device".into(), json!({ "uid": event.device_id }));
+    if let Some(identity) = &event.identity {
+        object.insert("actor".into(), json!({ "user": { "uid": identity } }));
+    }
+    if let Some(http) = &event.http {
+        object.insert(
+            "http_request".into(),
+            json!({
+                "http_method": http.method,
+                "url": { "path": http.path },
+            }),
+        );
+        if http.status != 0 {
+            object.insert("http_response".into(), json!({ "code": http.status }));
+        }
+        if !http.client_ip.is_empty() {
+            object.insert("src_endpoint".into(), json!({ "ip": http.client_ip }));
+        }
+        object.insert("duration".into(), json!(http.latency_us / 1000));
+    }
+    if let Some(detail) = &event.detail {
+        object.insert("message".into(), json!(detail));
+    }
+    let mut unmapped = Map::new();
+    unmapped.insert("kind".into(), json!(event.kind.as_str()));
+    unmapped.insert("reason".into(), json!(event.reason.as_str()));
+    unmapped.insert("policy_version".into(), json!(event.policy_version));
+    unmapped.insert("prev_hash".into(), json!(event.prev_hash));
+    unmapped.insert("hash".into(), json!(event_hash));
+    if let Some(http) = &event.http {
+        unmapped.insert("resource".into(), json!(http.resource));
+        unmapped.insert("route".into(), json!(http.route));
+    }
+    if let Some(waf) = &event.waf {
+        unmapped.insert(
+            "waf".into(),
+            serde_json::to_value(waf).unwrap_or(Value::Null),
+        );
+    }
+    object.insert("unmapped".into(), Value::Object(unmapped));
+    Value::Object(object)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{HttpDetails, WafVerdict};
+    use crate::reason::Reason;
+
+    fn event(decision: Decision, reason: Reason, method: &str) -> AuditEvent {
+        AuditEvent {
+            seq: 7,
+            prev_hash: "ab".repeat(32),
+            ts_ms: 1_700_000_000_123,
+            tenant_id: "t1".into(),
+            device_id: "d1".into(),
+            kind: EventKind::HttpRequest,
+            decision,
+            reason,
+            reference: "ref-1".into(),
+            policy_version: 3,
+            identity: Some("https://issuer|alice".into()),
+            http: Some(HttpDetails {
+                resource: "app".into(),
+                route: "r1".into(),
+                method: method.into(),
+                path: "/x".into(),
+                status: 403,
+                latency_us: 2500,
+                client_ip: "10.0.0.9".into(),
+            }),
+            detail: None,
+            waf: None,
+            quic: None,
+        }
+    }
+
+    #[test]
+    fn http_events_are_http_activity_with_the_method_as_activity() {
+        let o = to_ocsf(&event(Decision::Allow, Reason::Allowed, "POST"), "h");
+        assert_eq!(o["class_uid"], 4002);
+        assert_eq!(o["activity_id"], 6);
+        assert_eq!(o["type_uid"], 400206);
+        assert_eq!(o["action_id"], 1);
+        assert_eq!(o["disposition_id"], 1);
+        assert_eq!(o["severity_id"], 1);
+        assert_eq!(o["time"], 1_700_000_000_123_i64);
+        assert_eq!(o["metadata"]["uid"], "ref-1");
+        assert_eq!(o["metadata"]["tenant_uid"], "t1");
+        assert_eq!(o["src_endpoint"]["ip"], "10.0.0.9");
+        assert_eq!(o["actor"]["user"]["uid"], "https://issuer|alice");
+        assert_eq!(o["unmapped"]["hash"], "h");
+        assert_eq!(o["unmapped"]["route"], "r1");
+        assert_eq!(o["duration"], 2);
+    }
+
+    #[test]
+    fn refusals_are_denied_and_blocked_with_the_reason() {
+        let mut e = event(Decision::Deny, Reason::WafBlocked, "PATCH");
+        e.waf = Some(WafVerdict {
+            mode: "block".into(),
+            paranoia_level: 1,
+            inbound_score: 10,
+            outbound_score: 0,
+            rule_ids: vec![942100],
+            messages: vec!["SQL Injection".into()],
+            blocked: true,
+            skipped: None,
+        });
+        let o = to_ocsf(&e, "h");
+        assert_eq!(o["activity_id"], 99);
+        assert_eq!(o["status_id"], 2);
+        assert_eq!(o["action_id"], 2);
+        assert_eq!(o["disposition_id"], 2);
+        assert_eq!(o["severity_id"], 4);
+        assert_eq!(o["status_detail"], "waf_blocked");
+        assert_eq!(o["unmapped"]["waf"]["rule_ids"][0], 942100);
+    }
+
+    #[test]
+    fn policy_events_are_config_state_changes() {
+        let mut e = event(Decision::Allow, Reason::Allowed, "GET");
+        e.kind = EventKind::PolicyApplied;
+        e.http = None;
+        let o = to_ocsf(&e, "h");
+        assert_eq!(o["class_uid"], 5019);
+        assert_eq!(o["category_uid"], 5);
+        assert_eq!(o["type_uid"], 501999);
+        assert!(o.get("http_request").is_none());
+    }
+}
