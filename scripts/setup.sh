@@ -14,6 +14,7 @@ APT_PACKAGES=(
   build-essential pkg-config ca-certificates curl jq git
   libmodsecurity-dev modsecurity-crs libjemalloc-dev
   postgresql postgresql-client
+  redis-server
   python3 python3-venv
   rsyslog rsyslog-gnutls openssl
 )

@@ -15,6 +15,8 @@
 //! * [`channel`] — the messages carried on the edge <-> control-plane channel.
 //! * [`caep`] — revocations from CAEP Security Event Tokens, pushed to edges.
 //! * [`inventory`] — the API inventory edges report (shadow and zombie endpoints).
+//! * [`limits`] — rate limits, size limits and timeouts (API4), flow limits (API6), the
+//!   store of shared budgets.
 //! * [`reason`] — stable reason codes carried by every decision.
 //! * [`tunnel`] — typed rules of the per-identity packet ACL of ZTNA tunnels.
 //! * [`quic`] — QUIC modes (`inspect`, `sni_filter`, `block`, `drop`) per site, resource or
@@ -36,6 +38,7 @@ pub mod egress;
 pub mod fleet;
 pub mod inventory;
 pub mod graphql;
+pub mod limits;
 pub mod merkle;
 pub mod ocsf;
 pub mod ownership;

@@ -23,6 +23,9 @@ pub struct Policy {
     /// Protected HTTP resources.
     #[serde(default)]
     pub resources: Vec<HttpResource>,
+    /// Flow limits (API6) and the store of shared rate-limit budgets; see [`crate::limits`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<crate::limits::PolicyLimits>,
     /// QUIC (HTTP/3) handling per site, resource or server name; see [`crate::quic`]
     /// (absent: no UDP listener, `Alt-Svc` untouched).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -181,6 +184,9 @@ pub struct HttpResource {
     /// error rewriting, security headers, CORS); see [`crate::api_contract`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api: Option<crate::api_contract::ApiSettings>,
+    /// Rate limits, size limits and timeouts (API4); see [`crate::limits`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<crate::limits::Limits>,
     /// Egress allowlist for the upstream and URL-valued fields; see [`crate::egress`] (without
     /// it the upstream is trusted as written).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -229,6 +235,9 @@ pub struct Route {
     /// WAF settings for this route, overriding the resource's field by field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waf: Option<WafOverride>,
+    /// Rate limits, size limits and timeouts of this route (API4); see [`crate::limits`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<crate::limits::Limits>,
     /// Object ownership rules (OWASP API1); see [`crate::ownership`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub owner: Vec<crate::ownership::OwnershipRule>,
@@ -826,6 +835,7 @@ impl Policy {
             }
         }
 
+        crate::limits::check(self, &mut push);
         crate::quic::check(self, &mut push);
 
         if errors.is_empty() {

@@ -73,6 +73,12 @@ pub enum Reason {
     CorsRefused,
     /// The upstream failed (5xx); its body was replaced by the generic error.
     UpstreamError,
+    /// A rate limit or flow limit of the route is exhausted (API4 / API6); the answer carries
+    /// `Retry-After`.
+    RateLimited,
+    /// A shared rate-limit budget cannot be checked (its store is unreachable) and the policy
+    /// says `fail_closed`.
+    RateLimitStoreUnavailable,
     /// The token's subject or session was revoked (continuous access evaluation: a CAEP
     /// `session-revoked` or `credential-change` event) after the token was issued.
     TokenRevoked,
@@ -136,6 +142,8 @@ impl Reason {
             Reason::ContentTypeUnsupported => "content_type_unsupported",
             Reason::CorsRefused => "cors_refused",
             Reason::UpstreamError => "upstream_error",
+            Reason::RateLimited => "rate_limited",
+            Reason::RateLimitStoreUnavailable => "rate_limit_store_unavailable",
             Reason::TokenRevoked => "token_revoked",
             Reason::ObjectNotOwned => "object_not_owned",
             Reason::EgressRefused => "egress_refused",
@@ -183,6 +191,8 @@ impl Reason {
             Reason::ContentTypeUnsupported => 415,
             Reason::CorsRefused => 403,
             Reason::UpstreamError => 502,
+            Reason::RateLimited => 429,
+            Reason::RateLimitStoreUnavailable => 503,
             Reason::ObjectNotOwned | Reason::EgressRefused => 403,
             Reason::GraphqlRefused => 400,
             Reason::UpstreamInvalid => 502,
@@ -218,6 +228,8 @@ mod tests {
             Reason::ContentTypeUnsupported,
             Reason::CorsRefused,
             Reason::UpstreamError,
+            Reason::RateLimited,
+            Reason::RateLimitStoreUnavailable,
             Reason::TokenRevoked,
             Reason::ObjectNotOwned,
             Reason::EgressRefused,

@@ -7,6 +7,7 @@
 //! * [`spool`] — the on-disk audit spool (hash-chained, deleted only when acknowledged).
 //! * [`channel`] — the management channel to the control plane.
 //! * [`jwks`] — fetching keys of `jwks_url` issuers.
+//! * [`ratelimit`] — rate and flow limits (API4, API6), blocks of shared budgets from Redis.
 //! * [`waf`] — the CRS rule set of a policy and the bounded pool that runs inspections.
 //! * [`revocation`] — revoked subjects and sessions (CAEP), persisted, checked per request.
 //! * [`inventory`] — request counts by endpoint, reported for the API inventory (API9).
@@ -24,5 +25,6 @@ pub mod proxy;
 pub mod revocation;
 pub mod quic;
 pub mod quic_relay;
+pub mod ratelimit;
 pub mod spool;
 pub mod waf;

@@ -251,6 +251,7 @@ async fn run(
             sase_edge::proxy::now_ms(),
         )),
         inventory: sase_edge::inventory::Inventory::default(),
+        limiter: sase_edge::ratelimit::EdgeLimiter::default(),
     });
     // Fetches the keys of `jwks_url` issuers at once for the stored policy, then on schedule.
     tokio::spawn(sase_edge::jwks::run_refresher(edge.clone()));

@@ -25,6 +25,8 @@ pub struct ActivePolicy {
     pub waf: PolicyWaf,
     /// The QUIC modes of the policy (published UDP port, `Alt-Svc`, SNI relay).
     pub quic: crate::quic::QuicPlan,
+    /// Rate limits, flow limits, size limits and timeouts of each route.
+    pub limits: Arc<sase_gateway::ratelimit::CompiledLimits>,
     /// Bundle version.
     pub version: u64,
     /// Digest of the signed payload (identifies the exact bundle).
@@ -143,6 +145,7 @@ impl PolicyHolder {
             compiled,
             waf,
             quic: crate::quic::QuicPlan::compile(&payload.policy),
+            limits: crate::ratelimit::compile(&payload.policy),
             version,
             digest,
         })));

@@ -92,6 +92,8 @@ pub struct Edge {
     pub revocations: Arc<crate::revocation::Revocations>,
     /// Request counts for the API inventory (OWASP API9).
     pub inventory: crate::inventory::Inventory,
+    /// Rate and flow limit counters, and the connection to the shared-budget store.
+    pub limiter: crate::ratelimit::EdgeLimiter,
 }
 
 /// Wall-clock time in Unix milliseconds.
@@ -507,21 +509,34 @@ where
         }
     }
 
-    // Body, within the resource's limit.
+    // Rate and flow limits (API4, API6) before the body is read; the route's size limits and
+    // timeouts.
+    let applied = match crate::ratelimit::enforce(
+        edge,
+        &policy.limits,
+        &allowed,
+        &parts.headers,
+        client,
+        &mut audit,
+    )
+    .await
+    {
+        Ok(applied) => applied,
+        Err(response) => return response,
+    };
+
+    // Body, within the resource's (or route's) limit.
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > allowed.max_body_bytes) {
+    if declared.is_some_and(|n| n > applied.max_body_bytes) {
         return audit.deny(Reason::BodyTooLarge, resource, route, identity);
     }
-    let limit = usize::try_from(allowed.max_body_bytes).unwrap_or(usize::MAX);
-    let body = match tokio::time::timeout(
-        edge.limits.body_timeout,
-        Limited::new(body, limit).collect(),
-    )
-    .await
+    let limit = usize::try_from(applied.max_body_bytes).unwrap_or(usize::MAX);
+    let body = match tokio::time::timeout(applied.body_timeout, Limited::new(body, limit).collect())
+        .await
     {
         Ok(Ok(collected)) => {
             *body_read = true;
@@ -661,7 +676,7 @@ where
         .request(parts.method.clone(), &url)
         .headers(headers)
         .body(body)
-        .timeout(edge.limits.upstream_timeout)
+        .timeout(applied.upstream_timeout)
         .send()
         .await;
     let upstream = match upstream {
@@ -803,6 +818,7 @@ where
         // No audit, no service: an unrecorded request must not happen.
         return refusal(Reason::UpstreamUnavailable, &audit.reference);
     }
+    crate::ratelimit::add_headers(&mut head.headers, applied.quota);
     Response::from_parts(head, body)
 }
 

@@ -296,6 +296,8 @@ fn message(reason: Reason) -> &'static str {
         Reason::ContentTypeUnsupported => "this content type is not accepted here",
         Reason::CorsRefused => "this cross-origin request is not allowed",
         Reason::UpstreamError => "the service failed to handle the request",
+        Reason::RateLimited => "too many requests; retry after the time in Retry-After",
+        Reason::RateLimitStoreUnavailable => "the request budget cannot be checked now",
         Reason::TokenRevoked => {
             "the session or credentials behind the bearer token were revoked; sign in again"
         }

@@ -19,6 +19,8 @@
 //!   request checks, response scrubbing, security headers, CORS; [`preflight`] answers CORS
 //!   preflights; [`check_contracts`] lets the control plane refuse a document that does not
 //!   compile.
+//! * [`ratelimit`] — rate limits (API4) and flow limits (API6): token bucket and sliding
+//!   window counters with bounded memory, blocks of shared budgets; `now` passed in.
 //!
 //! Deny by default: a request that matches no route is refused, and a token is only accepted
 //! when signed with an algorithm from its issuer's allowlist by one of that issuer's keys.
@@ -36,6 +38,7 @@ mod jwt;
 mod keys;
 mod ownership;
 mod policy;
+pub mod ratelimit;
 pub mod revocation;
 mod strict_json;
 

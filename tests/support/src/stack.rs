@@ -35,6 +35,8 @@ pub struct Stack {
     pub device_id: String,
     /// Address of the edge's HTTP listener.
     pub edge_addr: SocketAddr,
+    /// The edge's `sase-edge running … listening on …` line (every listener's URL).
+    pub edge_line: String,
     /// Work directory (logs, data dirs).
     pub work: PathBuf,
 }
@@ -52,6 +54,21 @@ impl Stack {
         database_url: Option<&str>,
         policy: &Value,
         http_listen: &str,
+    ) -> Result<Stack> {
+        Stack::start_with_edge_args(bins, work, database_url, policy, http_listen, &[]).await
+    }
+
+    /// As [`Stack::start`], with more arguments for `sase-edge run` (e.g. `--https-listen`).
+    ///
+    /// # Errors
+    /// When any step fails or does not finish within a minute.
+    pub async fn start_with_edge_args(
+        bins: &Path,
+        work: &Path,
+        database_url: Option<&str>,
+        policy: &Value,
+        http_listen: &str,
+        edge_args: &[String],
     ) -> Result<Stack> {
         let mut cmd = Command::new(bins.join("sase-control"));
         cmd.arg("serve")
@@ -99,6 +116,7 @@ impl Stack {
             tenant_id: String::new(),
             device_id: String::new(),
             edge_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            edge_line: String::new(),
             work: work.to_path_buf(),
         };
         let (_, tenant) = stack
@@ -166,6 +184,7 @@ impl Stack {
             .arg(work.join("edge"))
             .arg("--http-listen")
             .arg(http_listen)
+            .args(edge_args)
             .env("RUST_LOG", "info");
         let mut edge = spawn_logged(&mut cmd, "sase-edge", &work.join("edge.log"))?;
         let line = edge.wait_for_log_line("sase-edge running", READY)?;
@@ -174,6 +193,7 @@ impl Stack {
             .find_map(|w| w.strip_prefix("http://"))
             .ok_or_else(|| anyhow!("no URL in {line:?}"))?;
         stack.edge_addr = url.parse().with_context(|| format!("edge address {url}"))?;
+        stack.edge_line = line.clone();
         edge.wait_for_log_line("policy applied", READY)?;
         stack.edge = Some(edge);
         stack.wait_applied(version, READY).await?;
