@@ -113,6 +113,17 @@ fn classify(method: &str, path: &str) -> Option<(Scoping, Option<&'static str>, 
         ("GET", "/api/tenants/{tenant_id}/audit/export") => (Tenant, Some("audit.read"), true),
         ("POST", "/api/admins/{admin_id}/disable") => (Tenant, Some("admins.manage"), true),
         ("DELETE", "/api/admins/{admin_id}/mfa") => (Tenant, Some("admins.manage"), true),
+        // CAEP: the SET push endpoint authenticates the transmitter by the SET's signature.
+        ("POST", "/api/tenants/{tenant_id}/caep/events") => (Public, None, false),
+        ("PUT", "/api/tenants/{tenant_id}/caep/transmitter") => {
+            (Tenant, Some("policy.write"), false)
+        }
+        // No transmitter is configured in this run: the legitimate answer is 404 too.
+        ("GET", "/api/tenants/{tenant_id}/caep/transmitter") => {
+            (Tenant, Some("policy.read"), false)
+        }
+        ("GET", "/api/tenants/{tenant_id}/caep/revocations") => (Tenant, Some("policy.read"), true),
+        ("GET", "/api/tenants/{tenant_id}/inventory") => (Tenant, Some("policy.read"), true),
         _ => return None,
     })
 }
