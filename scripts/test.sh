@@ -69,4 +69,13 @@ tests/e2e/siem.sh
 step "schemathesis through the edge against the contract's OpenAPI document (expects server_errors=0 accepted_invalid=0)"
 tests/security/schemathesis.sh
 
+step "QUIC end-to-end: HTTP/3 (aioquic) vs HTTPS/TCP outcomes, sni_filter relay, block/drop (expects failed=0)"
+tests/e2e/quic.sh
+
+step "QUIC fallback smoke: QUIC first then TCP, block vs drop (5 + 2 rounds; expects fallback_ms_reject < 50)"
+QUIC_FALLBACK_ROUNDS=5 QUIC_FALLBACK_DROP_ROUNDS=2 tests/perf/quic-fallback.sh
+
+step "HTTP/3 vs HTTPS/TCP throughput smoke (debug build, 2 s per transport; the figure comes from the release run, docs/PERFORMANCE.md)"
+SASE_PROFILE=debug H3_PERF_SECONDS=2 H3_PERF_ROUNDS=1 tests/perf/h3.sh
+
 printf '\n=== all checks passed in %ss\n' "$((SECONDS - STARTED))"
