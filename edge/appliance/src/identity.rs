@@ -6,6 +6,7 @@
 //! device.json      ids, control-plane URLs, pinned policy signing key
 //! device.key       the device's private key (generated here, never leaves the box)
 //! device.pem       device certificate issued by the tenant CA
+//! tenant-ca.pem    the tenant CA (for upstreams that require the device certificate)
 //! control-ca.pem   CA that the control plane's TLS certificate chains to
 //! bundle.json      last verified policy bundle (enforced while the control plane is away)
 //! spool/           audit events not yet acknowledged by the control plane
@@ -313,6 +314,13 @@ pub async fn enroll(
     };
     write_atomic(&dir.key(), key.serialize_pem().as_bytes(), 0o600)?;
     write_atomic(&dir.cert(), enrolled.certificate_pem.as_bytes(), 0o644)?;
+    // The CA of the device certificate: what an upstream that requires the edge's client
+    // certificate (`upstream_tls.client_certificate: device`) trusts.
+    write_atomic(
+        &dir.root().join("tenant-ca.pem"),
+        enrolled.tenant_ca_pem.as_bytes(),
+        0o644,
+    )?;
     write_atomic(&dir.control_ca(), &ca_pem, 0o644)?;
     write_atomic(
         &dir.identity(),

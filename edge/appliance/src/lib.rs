@@ -11,9 +11,14 @@
 //! * [`waf`] — the CRS rule set of a policy and the bounded pool that runs inspections.
 //! * [`revocation`] — revoked subjects and sessions (CAEP), persisted, checked per request.
 //! * [`inventory`] — request counts by endpoint, reported for the API inventory (API9).
+//! * [`translate`] — token translation (internal ES256 tokens, their JWK set) and upstream
+//!   TLS clients per resource (CA, device certificate for mTLS).
+//! * [`authz`] — the route guards once the body is read: object ownership (API1), GraphQL
+//!   limits, egress allowlist after DNS resolution (API7).
 //! * [`quic`] — HTTP/3 termination (`inspect`), `block`/`drop` of the published UDP port,
 //!   `Alt-Svc`, QUIC audit events; [`quic_relay`] — the `sni_filter` relay.
 
+pub mod authz;
 pub mod channel;
 pub mod contract;
 pub mod identity;
@@ -27,4 +32,5 @@ pub mod quic;
 pub mod quic_relay;
 pub mod ratelimit;
 pub mod spool;
+pub mod translate;
 pub mod waf;

@@ -252,6 +252,11 @@ async fn run(
         )),
         inventory: sase_edge::inventory::Inventory::default(),
         limiter: sase_edge::ratelimit::EdgeLimiter::default(),
+        trust: sase_edge::translate::UpstreamTrust::new(
+            &identity.device_id,
+            dir.cert(),
+            dir.key(),
+        )?,
     });
     // Fetches the keys of `jwks_url` issuers at once for the stored policy, then on schedule.
     tokio::spawn(sase_edge::jwks::run_refresher(edge.clone()));

@@ -94,6 +94,8 @@ pub struct Edge {
     pub inventory: crate::inventory::Inventory,
     /// Rate and flow limit counters, and the connection to the shared-budget store.
     pub limiter: crate::ratelimit::EdgeLimiter,
+    /// Internal-token signer and per-resource upstream TLS clients (token translation, mTLS).
+    pub trust: crate::translate::UpstreamTrust,
 }
 
 /// Wall-clock time in Unix milliseconds.
@@ -386,6 +388,11 @@ where
         waf: None,
         detail: None,
     };
+    if parts.method == http::Method::GET && parts.uri.path() == sase_gateway::INTERNAL_JWKS_PATH
+    {
+        // The public key of the edge's internal tokens (token translation): not a resource.
+        return edge.trust.jwks_response();
+    }
     let Some(policy) = policy else {
         return audit.deny(Reason::NoPolicy, "", "", None);
     };
@@ -552,6 +559,11 @@ where
         Ok(Err(_)) | Err(_) => return audit.deny(Reason::BadRequest, resource, route, identity),
     };
 
+    // Object ownership (API1), GraphQL limits, egress allowlist (API7) on the read body.
+    if let Err(response) = crate::authz::check(&allowed, &parts, &body, &mut audit).await {
+        return response;
+    }
+
     // WAF request phases.
     let scope = crate::waf::scope_key(resource, route);
     let waf_scope = match (policy.waf.settings.get(&scope), policy.waf.rules.as_ref()) {
@@ -671,8 +683,21 @@ where
         HeaderName::from_static("x-forwarded-proto"),
         HeaderValue::from_static(if tls { "https" } else { "http" }),
     );
-    let upstream = edge
-        .upstream
+    // Token translation and upstream TLS (the resource's CA, the device certificate).
+    let upstream_client = match edge.trust.prepare(
+        &allowed,
+        &mut headers,
+        &edge.upstream,
+        now_ms(),
+        &audit.reference,
+    ) {
+        Ok(c) => c,
+        Err(why) => {
+            tracing::warn!(%why, %resource, "upstream trust");
+            return audit.deny(Reason::UpstreamUnavailable, resource, route, identity);
+        }
+    };
+    let upstream = upstream_client
         .request(parts.method.clone(), &url)
         .headers(headers)
         .body(body)

@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 
 use sase_model::ownership::{FieldLocation, UrlField};
 use sase_model::policy::{HttpResource, PathTemplate, Route};
+use sase_model::upstream_trust::{TokenTranslation, UpstreamTls};
 use sase_model::Reason;
 
 use crate::egress::{parse_url, Destination, EgressCheck};
@@ -50,6 +51,10 @@ pub struct RouteGuards {
     /// The upstream's destination, when the resource's egress block checks it.
     upstream: Option<Destination>,
     graphql: Option<GraphqlCheck>,
+    /// Internal token settings of the resource (the client's token is replaced).
+    translation: Option<TokenTranslation>,
+    /// TLS towards the resource's upstream.
+    upstream_tls: Option<UpstreamTls>,
 }
 
 impl RouteGuards {
@@ -85,13 +90,28 @@ impl RouteGuards {
             egress,
             upstream,
             graphql,
+            translation: resource.token_translation.clone(),
+            upstream_tls: resource.upstream_tls.clone(),
         };
         let empty = guards.ownership.is_none()
+            && guards.translation.is_none()
+            && guards.upstream_tls.is_none()
             && guards.url_fields.is_empty()
             && guards.upstream.is_none()
             && guards.graphql.is_none()
             && !guards.egress.third_party;
         (!empty).then_some(guards)
+    }
+
+    /// The resource's token translation settings: when set, the shell replaces the client's
+    /// `Authorization` with an internal token ([`crate::InternalSigner::mint`]).
+    pub fn translation(&self) -> Option<&TokenTranslation> {
+        self.translation.as_ref()
+    }
+
+    /// The resource's TLS settings towards its upstream (CA, client certificate).
+    pub fn upstream_tls(&self) -> Option<&UpstreamTls> {
+        self.upstream_tls.as_ref()
     }
 
     /// Whether the upstream's responses must match the API's response schemas (API10).

@@ -41,6 +41,7 @@ mod policy;
 pub mod ratelimit;
 pub mod revocation;
 mod strict_json;
+mod translate;
 
 pub use cache::{TokenCache, DEFAULT_TOKEN_CACHE_ENTRIES};
 pub use contract::{
@@ -55,6 +56,7 @@ pub use error::{CompileError, KeyError};
 pub use graphql::{GraphqlCost, GraphqlViolation};
 pub use guards::{GuardRequest, GuardViolation, RouteGuards};
 pub use ownership::OwnershipViolation;
+pub use translate::{internal_claims, Caller, InternalSigner, SignerError, INTERNAL_JWKS_PATH};
 pub use jwks::{JwksStore, REFETCH_INTERVAL_MS};
 pub use jwt::VerifiedToken;
 pub use jwt::MAX_TOKEN_BYTES;

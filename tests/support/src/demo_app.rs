@@ -35,7 +35,7 @@ pub const APP_NAME: &str = "demo-orders";
 /// Maximum request body the app reads (8 MiB); larger bodies get 413.
 pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 /// Request headers reported back under `headers_seen`.
-pub const ECHOED_HEADERS: [&str; 2] = ["x-sase-reference", "x-sase-identity"];
+pub const ECHOED_HEADERS: [&str; 3] = ["x-sase-reference", "x-sase-identity", "authorization"];
 
 /// The fixed sample orders: `(id, item, qty)`.
 pub const ORDERS: [(&str, &str, u32); 3] = [
@@ -100,6 +100,9 @@ where
     let body_bytes = body.len();
     let path = parts.uri.path();
     if let Some(response) = users_api(&parts.method, path, &body) {
+        return Ok(response);
+    }
+    if let Some(response) = authz_api(&parts.method, path, &body).await {
         return Ok(response);
     }
     if parts.method == Method::GET {
@@ -225,6 +228,51 @@ fn users_api(method: &Method, path: &str, body: &Bytes) -> Option<Response<Full<
         .headers_mut()
         .insert("access-control-allow-origin", HeaderValue::from_static("*"));
     Some(response)
+}
+
+/// The careless authorization API of the authz tests (`tests/e2e/authz.sh`): any account is
+/// served to anyone (`GET /accounts/{id}`: BOLA), `POST /webhooks` fetches whatever URL the
+/// body's `url` names and returns what it got (SSRF), `GET /internal/secret` is what such a
+/// fetch should never reach, and `POST /graphql` answers any query however deep (the echo
+/// reports the `Authorization` header received, for the token translation checks). `None` for
+/// other paths.
+async fn authz_api(method: &Method, path: &str, body: &Bytes) -> Option<Response<Full<Bytes>>> {
+    match (method, path) {
+        (&Method::GET, p) if p.starts_with("/accounts/") => {
+            let id = &p["/accounts/".len()..];
+            Some(json_response(
+                StatusCode::OK,
+                &json!({"id": id, "owner": id, "iban": "BE71 0961 2345 6769", "balance": 1000}),
+            ))
+        }
+        (&Method::GET, "/internal/secret") => Some(json_response(
+            StatusCode::OK,
+            &json!({"secret": "metadata-credentials-AKIA0000"}),
+        )),
+        (&Method::POST, "/webhooks") => {
+            let url = serde_json::from_slice::<Value>(body)
+                .ok()
+                .and_then(|v| v["url"].as_str().map(str::to_string))?;
+            let client = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(5))
+                .build()
+                .ok()?;
+            let answer = match client.get(&url).send().await {
+                Ok(r) => {
+                    let status = r.status().as_u16();
+                    let text = r.text().await.unwrap_or_default();
+                    json!({"fetched": status, "body": text.chars().take(512).collect::<String>()})
+                }
+                Err(e) => json!({"fetched": null, "error": e.to_string()}),
+            };
+            Some(json_response(StatusCode::OK, &answer))
+        }
+        (&Method::POST, "/graphql") => Some(json_response(
+            StatusCode::OK,
+            &json!({"data": {"answered_bytes": body.len()}}),
+        )),
+        _ => None,
+    }
 }
 
 /// Accepts connections on `listener` (HTTP/1.1 and h2c) until `shutdown`

@@ -1,0 +1,78 @@
+//! The shell of the route guards of `sase-gateway` ([`sase_gateway::RouteGuards`]): once the
+//! body is read, object ownership (API1) and GraphQL limits are checked against the caller's
+//! claims, and every destination the request names (URL-valued fields, and the upstream when
+//! the resource has an egress allowlist) is resolved here and judged by the gateway after DNS
+//! resolution (API7 SSRF). A refusal is audited with the guard's detail (field and claim names,
+//! the limit, the class of address — never values).
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use http::{header, Response};
+use sase_gateway::{Allowed, Destination, GuardRequest};
+use sase_model::Reason;
+
+use crate::proxy::{Audit, Body};
+
+/// Longest time a destination's name may take to resolve.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Resolves a destination's host (an IP literal is its own address). An error or a timeout
+/// gives no address, which the gateway refuses.
+pub(crate) async fn resolve(dest: &Destination) -> Vec<IpAddr> {
+    if let Ok(ip) = dest.host.parse::<IpAddr>() {
+        return vec![ip];
+    }
+    match tokio::time::timeout(
+        RESOLVE_TIMEOUT,
+        tokio::net::lookup_host((dest.host.as_str(), dest.port)),
+    )
+    .await
+    {
+        Ok(Ok(addrs)) => addrs.map(|a| a.ip()).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Runs the route's guards; `Err` is the refusal to send (already audited).
+pub(crate) async fn check(
+    allowed: &Allowed,
+    parts: &http::request::Parts,
+    body: &[u8],
+    audit: &mut Audit<'_>,
+) -> Result<(), Response<Body>> {
+    let Some(guards) = allowed.guards.as_ref() else {
+        return Ok(());
+    };
+    let request = GuardRequest {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query(),
+        content_type: parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+        body,
+    };
+    let claims = allowed.token.as_deref().map(|t| t.claims());
+    let refuse = |audit: &mut Audit<'_>, reason: Reason, detail: String| {
+        audit.detail = Some(detail);
+        audit.deny(
+            reason,
+            &allowed.resource,
+            &allowed.route,
+            allowed.identity.clone(),
+        )
+    };
+    let destinations = match guards.check_request(&request, claims) {
+        Ok(d) => d,
+        Err(v) => return Err(refuse(audit, v.reason, v.detail)),
+    };
+    for dest in &destinations {
+        let addrs = resolve(dest).await;
+        if let Err(v) = guards.check_destination(dest, &addrs) {
+            return Err(refuse(audit, v.reason, v.detail));
+        }
+    }
+    Ok(())
+}
