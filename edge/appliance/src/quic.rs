@@ -138,6 +138,11 @@ pub fn apply_alt_svc(edge: &Edge, host: Option<&str>, response: &mut Response<cr
         return;
     }
     // Not inspected here: no client may be told to use HTTP/3 (whoever said so).
+    strip_h3(headers);
+}
+
+/// Removes the HTTP/3 entries (`h3`, `h3-29`, …) of `Alt-Svc`, keeping any others.
+pub fn strip_h3(headers: &mut http::HeaderMap) {
     let kept: Vec<String> = headers
         .get_all(header::ALT_SVC)
         .iter()
@@ -527,6 +532,28 @@ mod tests {
         assert_eq!(p.mode("s", Some("APP.example")), Some(QuicMode::Inspect));
         assert_eq!(p.mode("s", Some("other.example")), Some(QuicMode::Block));
         assert_eq!(p.resource_for("other.example"), Some("rest"));
+    }
+
+    #[test]
+    fn alt_svc_h3_entries_are_stripped() {
+        let mut h = http::HeaderMap::new();
+        h.append(
+            header::ALT_SVC,
+            HeaderValue::from_static("h3=\":443\"; ma=86400, h3-29=\":443\""),
+        );
+        strip_h3(&mut h);
+        assert!(h.get(header::ALT_SVC).is_none());
+        let mut h = http::HeaderMap::new();
+        h.append(
+            header::ALT_SVC,
+            HeaderValue::from_static("h3=\":443\", h2=\"alt.example:443\""),
+        );
+        h.append(header::ALT_SVC, HeaderValue::from_static("h3-29=\":8443\""));
+        strip_h3(&mut h);
+        assert_eq!(
+            h.get_all(header::ALT_SVC).iter().collect::<Vec<_>>(),
+            vec![HeaderValue::from_static("h2=\"alt.example:443\"")]
+        );
     }
 
     #[test]
