@@ -810,6 +810,12 @@ where
         }
         _ => crate::contract::UpstreamBody::Streaming(upstream_body),
     };
+    // A third-party upstream's answer must match its declared schema (API10).
+    let body = match crate::authz::check_third_party(edge, &allowed, &head, body, &mut audit).await
+    {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
     let body = match api {
         Some(api) => {
             let origin = parts.headers.get(header::ORIGIN);

@@ -118,6 +118,9 @@ pub struct Operation {
     responses: Vec<(StatusKey, Option<Value>)>,
     /// Document components (for recursive `$ref`s left in place).
     components: Arc<Value>,
+    /// Validators of the response schemas, compiled on first use (only third-party APIs
+    /// validate responses: see [`ApiHandle::validate_response`]) and kept with the operation.
+    response_validators: std::sync::OnceLock<Vec<(StatusKey, Option<Result<Validator, ()>>)>>,
 }
 
 impl fmt::Debug for Operation {
@@ -289,6 +292,56 @@ impl ApiHandle {
         }
         let bytes = serde_json::to_vec(&value).ok()?;
         Some((bytes, removed))
+    }
+
+    /// Validates a JSON response of a third-party API (OWASP API10) against the schema the
+    /// operation declares for `status`. No operation: nothing is declared, nothing checked. A
+    /// status the operation does not declare, a body that is not JSON or does not match the
+    /// schema is refused; the message names the JSON pointer of the first mismatch, never a
+    /// value. Validators are compiled once per operation, on first use.
+    ///
+    /// # Errors
+    /// What does not match.
+    pub fn validate_response(&self, status: u16, body: &[u8]) -> Result<(), String> {
+        let Some(op) = &self.operation else {
+            return Ok(());
+        };
+        let validators = op.response_validators.get_or_init(|| {
+            op.responses
+                .iter()
+                .map(|(key, schema)| {
+                    let v = schema
+                        .as_ref()
+                        .map(|s| response_validator(s, &op.components).map_err(|_| ()));
+                    (*key, v)
+                })
+                .collect()
+        });
+        let find = |want: StatusKey| validators.iter().find(|(k, _)| *k == want);
+        let Some((_, validator)) = find(StatusKey::Exact(status))
+            .or_else(|| find(StatusKey::Range(status / 100)))
+            .or_else(|| find(StatusKey::Default))
+        else {
+            return Err(format!("status {status} is not declared"));
+        };
+        let validator = match validator {
+            None => return Ok(()),
+            Some(Ok(v)) => v,
+            Some(Err(())) => return Err("the response schema does not compile".into()),
+        };
+        let value: Value =
+            serde_json::from_slice(body).map_err(|_| "the body is not JSON".to_string())?;
+        let first = validator.iter_errors(&value).next().map(|err| {
+            format!(
+                "/body{} does not match the response schema ({})",
+                err.instance_path(),
+                err.kind().keyword()
+            )
+        });
+        match first {
+            None => Ok(()),
+            Some(why) => Err(why),
+        }
     }
 
     /// Security headers to add when the response lacks them.
@@ -779,8 +832,33 @@ impl Ctx<'_> {
             body,
             responses,
             components: self.components.clone(),
+            response_validators: std::sync::OnceLock::new(),
         })
     }
+}
+
+/// A validator for a response schema (as kept for scrubbing: inlined, 2020-12), with the
+/// document's components for recursive references; the same options as request validators.
+fn response_validator(schema: &Value, components: &Value) -> Result<Validator, String> {
+    let mut root = match schema {
+        Value::Object(map) => map.clone(),
+        Value::Bool(true) => Map::new(),
+        Value::Bool(false) => {
+            let mut m = Map::new();
+            m.insert("not".into(), Value::Object(Map::new()));
+            m
+        }
+        _ => return Err("a schema must be an object".into()),
+    };
+    if !components.is_null() {
+        root.insert("components".into(), components.clone());
+    }
+    jsonschema::options()
+        .with_draft(Draft::Draft202012)
+        .should_validate_formats(false)
+        .with_pattern_options(jsonschema::PatternOptions::regex())
+        .build(&Value::Object(root))
+        .map_err(|e| e.kind().keyword().to_string())
 }
 
 /// The first non-null `type` of a schema.

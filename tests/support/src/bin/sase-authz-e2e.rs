@@ -9,6 +9,8 @@
 //!   decimal IPv4, an IPv4-mapped IPv6 and `localhost`), at the cloud metadata address, with a
 //!   `file:` scheme; an upstream outside the resource's egress allowlist; a public URL passes.
 //! * GraphQL: depth, aliases, root fields, complexity and introspection over the limits.
+//! * API10: a third-party API whose answer breaks its declared response schema is not passed
+//!   on (502 `upstream_invalid`, the pointer named).
 //!
 //! * Token translation + upstream mTLS: a real HTTPS upstream that requires a client
 //!   certificate from the tenant CA receives the edge's internal ES256 token (verified here with
@@ -74,6 +76,33 @@ fn policy(key: &IssuerKey, app: &str, tls_upstream: &str, upstream_ca: &str) -> 
                 "issuers": ["idp"], "waf": {"mode": "off"},
                 "egress": {"allow_hosts": ["api.partner.example"]},
                 "routes": [{"id": "any", "methods": ["GET"], "path": "/health"}]
+            },
+            {
+                // A third-party API (API10): its answers must match the document.
+                "name": "thirdparty", "hosts": ["thirdparty.test"], "upstream": app,
+                "waf": {"mode": "off"},
+                "egress": {"upstream_networks": ["127.0.0.1/32"], "third_party": true},
+                "routes": [
+                    {"id": "health", "methods": ["GET"], "path": "/health", "public": true},
+                    {"id": "account", "methods": ["GET"], "path": "/accounts/{id}", "public": true}
+                ],
+                "api": {"openapi": {
+                    "openapi": "3.1.0", "info": {"title": "partner", "version": "1"},
+                    "paths": {
+                        "/health": {"get": {"responses": {"200": {"description": "ok",
+                            "content": {"application/json": {"schema": {
+                                "type": "object", "required": ["status"],
+                                "properties": {"status": {"type": "string"}}}}}}}}},
+                        "/accounts/{id}": {"get": {
+                            "parameters": [{"name": "id", "in": "path", "required": true,
+                                            "schema": {"type": "string"}}],
+                            "responses": {"200": {"description": "an account",
+                                "content": {"application/json": {"schema": {
+                                    "type": "object", "required": ["id", "balance"],
+                                    "properties": {"id": {"type": "string"},
+                                                   "balance": {"type": "string"}}}}}}}}}
+                    }
+                }}
             },
             {
                 // Token translation + mTLS to an upstream requiring the device certificate.
@@ -348,6 +377,14 @@ async fn main() -> Result<()> {
             detail: "upstream: host is not in the egress allowlist".into(),
         },
         Attack {
+            name: "API10: a third-party answer that breaks its schema",
+            call: Call::new(Method::GET, "/accounts/7").host("thirdparty.test"),
+            direct: Some(|a| a.status == 200 && a.json()["balance"].is_number()),
+            status: 502,
+            reason: "upstream_invalid",
+            detail: "/body/balance does not match the response schema (type)".into(),
+        },
+        Attack {
             name: "GraphQL: depth",
             call: gql("{ a { b { c { d } } } }"),
             direct: Some(answered),
@@ -450,6 +487,10 @@ async fn main() -> Result<()> {
         (
             "GraphQL: a query within the limits",
             Call::new(Method::POST, "/graphql").json(json!({"query": "{ me { id name } }"})),
+        ),
+        (
+            "API10: a third-party answer that matches its schema",
+            Call::new(Method::GET, "/health").host("thirdparty.test"),
         ),
         (
             "default egress: an upstream on loopback without an egress block",
