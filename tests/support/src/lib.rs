@@ -6,6 +6,8 @@
 //!   `sase-demo-app` binary).
 //! - [`process`]: child-process and readiness helpers for end-to-end drivers.
 //! - [`stack`]: a control plane with an enrolled edge, started for end-to-end drivers.
+//! - [`vuln_api`]: a deliberately vulnerable API, one flaw per OWASP API Top 10 risk (behind
+//!   the `sase-vuln-api` binary).
 //! - [`control`]: a control plane alone, with devices enrolled through `sase-edge enroll`
 //!   (for drivers that speak the device channel themselves).
 
@@ -14,3 +16,4 @@ pub mod demo_app;
 pub mod issuer;
 pub mod process;
 pub mod stack;
+pub mod vuln_api;
