@@ -69,6 +69,12 @@ tests/e2e/siem.sh
 step "schemathesis through the edge against the contract's OpenAPI document (expects server_errors=0 accepted_invalid=0)"
 tests/security/schemathesis.sh
 
+step "continuous access evaluation (SET revocation on an open keep-alive connection, expects caep_revocation_ms <= 1000) and API inventory (shadow / zombie endpoints; expects failed=0)"
+tests/e2e/cae.sh
+
+step "OWASP API Top 10 (2023): each risk attacked directly (works) and through the edge (stopped; expects stopped=10 of=10)"
+tests/security/owasp-top10.sh
+
 step "QUIC end-to-end: HTTP/3 (aioquic) vs HTTPS/TCP outcomes, sni_filter relay, block/drop (expects failed=0)"
 tests/e2e/quic.sh
 

@@ -42,6 +42,9 @@ pub enum Reason {
     BadRequest,
     /// The upstream could not be reached.
     UpstreamUnavailable,
+    /// The audit spool is full and the edge is configured to fail closed (also the reason of
+    /// the spool's logging-health events).
+    AuditSpoolFull,
     /// The upstream did not answer in time.
     UpstreamTimeout,
     /// The path is not in a form the edge inspects safely (e.g. an encoded `?`, which
@@ -129,6 +132,7 @@ impl Reason {
             Reason::BodyTooLarge => "body_too_large",
             Reason::BadRequest => "bad_request",
             Reason::UpstreamUnavailable => "upstream_unavailable",
+            Reason::AuditSpoolFull => "audit_spool_full",
             Reason::UpstreamTimeout => "upstream_timeout",
             Reason::PathRefused => "path_refused",
             Reason::WafBlocked => "waf_blocked",
@@ -182,6 +186,7 @@ impl Reason {
             Reason::BodyTooLarge => 413,
             Reason::BadRequest => 400,
             Reason::UpstreamUnavailable => 502,
+            Reason::AuditSpoolFull => 503,
             Reason::UpstreamTimeout => 504,
             Reason::PathRefused => 400,
             Reason::WafBlocked => 403,

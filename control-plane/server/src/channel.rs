@@ -453,6 +453,7 @@ pub async fn ingest_batch(
                 now_ms(),
             )
             .await?;
+        crate::audit_health::alert_on_logging_health(state, &accepted).await;
     }
     let stored_head = verifier.last_seq();
     Ok(match failure {

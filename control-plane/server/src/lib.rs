@@ -3,6 +3,7 @@
 //! * [`api`] — the REST API (admins, tenants, sites, claim codes, enrolment, policy, audit).
 //! * [`channel`] — the WebSocket edge channel (mTLS) and audit ingest (chain and device batch
 //!   signature checks).
+//! * [`audit_health`] — logging-health alerts: full edge spools, silent edges.
 //! * [`audit_log`] — tamper evidence: per-tenant Merkle log, signed checkpoints, inclusion
 //!   proofs, the JSON-lines export.
 //! * [`store`] — all database access (sqlx `Any`: SQLite by default, PostgreSQL).
@@ -23,6 +24,7 @@
 
 pub mod admin_audit;
 pub mod admins;
+pub mod audit_health;
 pub mod api;
 pub mod audit_log;
 pub mod auth;

@@ -53,6 +53,9 @@ struct ServeArgs {
     /// Milliseconds between looks for new events to forward to SIEM sinks when all are caught up.
     #[arg(long, env = "SASE_SIEM_POLL_MS", default_value_t = 500)]
     siem_poll_ms: u64,
+    /// Seconds without a word from an active edge before a `logging_stopped` alert.
+    #[arg(long, env = "SASE_LOGGING_SILENCE_SECS", default_value_t = 300)]
+    logging_silence_secs: u64,
     /// User name of the first admin (created only when there is no admin).
     #[arg(long, env = "SASE_ADMIN_USER", default_value = "admin")]
     admin_user: String,
@@ -157,6 +160,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tokio::spawn(sase_control::audit_log::run_checkpointer(
         state.clone(),
         std::time::Duration::from_secs(args.audit_checkpoint_secs.max(1)),
+    ));
+    tokio::spawn(sase_control::audit_health::run_silence_watch(
+        state.clone(),
+        std::time::Duration::from_secs(args.logging_silence_secs.max(1)),
     ));
     tokio::spawn(sase_control::siem::run_forwarder(
         state.clone(),

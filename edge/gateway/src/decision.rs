@@ -279,6 +279,7 @@ fn message(reason: Reason) -> &'static str {
         Reason::BodyTooLarge => "the request body is too large",
         Reason::BadRequest => "the request is malformed",
         Reason::UpstreamUnavailable => "the service is unavailable",
+        Reason::AuditSpoolFull => "the service cannot record requests right now; try again later",
         Reason::UpstreamTimeout => "the service did not answer in time",
         Reason::PathRefused => "the request path is not in a form the gateway accepts",
         Reason::WafBlocked => "the request was blocked by the web application firewall",
