@@ -46,6 +46,12 @@ pub enum EventKind {
     PolicyRejected,
     /// A QUIC flow decision (inspect, SNI filter, block, drop); details in `quic`.
     QuicFlow,
+    /// Logging health: the edge's audit spool reached its bound (detail: `pending=… limit=…
+    /// when_full=alert|fail_closed`).
+    SpoolFull,
+    /// Logging health: the spool has room again (detail: `dropped=…` or `refused=…`,
+    /// `first_ts_ms=… last_ts_ms=… limit=… when_full=…`).
+    SpoolRecovered,
 }
 
 impl EventKind {
@@ -56,6 +62,8 @@ impl EventKind {
             EventKind::PolicyApplied => "policy_applied",
             EventKind::PolicyRejected => "policy_rejected",
             EventKind::QuicFlow => "quic_flow",
+            EventKind::SpoolFull => "spool_full",
+            EventKind::SpoolRecovered => "spool_recovered",
         }
     }
 }

@@ -7,7 +7,9 @@
 //! | event kind | OCSF class | category |
 //! |---|---|---|
 //! | `http_request` | HTTP Activity (4002), activity from the method | Network Activity (4) |
-//! | `policy_applied`, `policy_rejected` | Device Config State Change (5019), activity Other | Discovery (5) |
+//! | `quic_flow` | Network Activity (4001), activity Other | Network Activity (4) |
+//! | `policy_applied`, `policy_rejected`, `update_*` | Device Config State Change (5019), activity Other | Discovery (5) |
+//! | `spool_full`, `spool_recovered` (logging health) | Event Log Activity (1008), activity Other | System Activity (1) |
 //! | anything newer | Base Event (0), activity Other | Uncategorized (0) |
 //!
 //! Decisions use the Security Control profile: `action_id` 1 Allowed / 2 Denied and
@@ -33,8 +35,15 @@ pub const VENDOR_NAME: &str = "SASE branch edge";
 pub fn class_of(kind: EventKind) -> (u32, &'static str, u32, &'static str) {
     match kind {
         EventKind::HttpRequest => (4002, "HTTP Activity", 4, "Network Activity"),
-        EventKind::PolicyApplied | EventKind::PolicyRejected => {
-            (5019, "Device Config State Change", 5, "Discovery")
+        EventKind::QuicFlow => (4001, "Network Activity", 4, "Network Activity"),
+        EventKind::PolicyApplied
+        | EventKind::PolicyRejected
+        | EventKind::UpdateInstalled
+        | EventKind::UpdateRefused
+        | EventKind::UpdateConfirmed
+        | EventKind::UpdateRolledBack => (5019, "Device Config State Change", 5, "Discovery"),
+        EventKind::SpoolFull | EventKind::SpoolRecovered => {
+            (1008, "Event Log Activity", 1, "System Activity")
         }
         #[allow(unreachable_patterns)]
         _ => (0, "Base Event", 0, "Uncategorized"),

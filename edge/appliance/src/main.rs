@@ -79,6 +79,16 @@ enum Command {
         /// allowed, refuses the rest).
         #[arg(long = "quic-relay-listen")]
         quic_relay_listen: Option<SocketAddr>,
+        /// Most connections one client address (IPv6: one /64) may hold open on the published
+        /// listeners; more are closed at once (slowloris).
+        #[arg(long = "max-connections-per-ip", env = "SASE_EDGE_MAX_CONNECTIONS_PER_IP", default_value_t = sase_edge::ratelimit_conn::DEFAULT_MAX_CONNECTIONS_PER_IP)]
+        max_connections_per_ip: usize,
+        /// Most connections open on the published listeners in all.
+        #[arg(long = "max-connections", env = "SASE_EDGE_MAX_CONNECTIONS", default_value_t = sase_edge::ratelimit_conn::DEFAULT_MAX_CONNECTIONS)]
+        max_connections: usize,
+        /// Bound of the audit spool.
+        #[command(flatten)]
+        spool: sase_edge::spool::SpoolArgs,
     },
 }
 
@@ -129,6 +139,9 @@ async fn main() -> anyhow::Result<()> {
             waf_workers,
             quic_listen,
             quic_relay_listen,
+            max_connections_per_ip,
+            max_connections,
+            spool,
         } => {
             if http_listen.is_none() && https_listen.is_none() {
                 bail!("give at least one of --http-listen or --https-listen");
@@ -143,6 +156,11 @@ async fn main() -> anyhow::Result<()> {
                 waf_log,
                 waf_workers,
                 (quic_listen, quic_relay_listen),
+                sase_edge::ratelimit::EdgeLimiter::with_connection_caps(
+                    max_connections_per_ip,
+                    max_connections,
+                ),
+                spool.bound(),
             )
             .await
         }
@@ -159,6 +177,8 @@ async fn run(
     waf_log: Option<PathBuf>,
     waf_workers: Option<u16>,
     (quic_listen, quic_relay_listen): (Option<SocketAddr>, Option<SocketAddr>),
+    limiter: sase_edge::ratelimit::EdgeLimiter,
+    spool_bound: sase_edge::spool::SpoolBound,
 ) -> anyhow::Result<()> {
     identity::prepare_data_dir(&dir)?;
     let identity = identity::load_identity(&dir)?;
@@ -170,6 +190,7 @@ async fn run(
         dir.bundle(),
     ));
     let spool = Arc::new(Spool::open(&dir.spool()).context("opening the audit spool")?);
+    spool.set_bound(spool_bound);
     match policy.load_from_disk() {
         Ok(Some(version)) => tracing::info!(version, "enforcing the stored policy bundle"),
         Ok(None) => {
@@ -251,7 +272,7 @@ async fn run(
             sase_edge::proxy::now_ms(),
         )),
         inventory: sase_edge::inventory::Inventory::default(),
-        limiter: sase_edge::ratelimit::EdgeLimiter::default(),
+        limiter,
         trust: sase_edge::translate::UpstreamTrust::new(
             &identity.device_id,
             dir.cert(),
@@ -290,6 +311,8 @@ async fn run(
         urls.push(format!("quic-relay://{}", socket.local_addr()?));
         tokio::spawn(sase_edge::quic_relay::run(edge.clone(), socket));
     }
+    // Firmware updates (appliance image only): rollback reports, trial confirmation, offers.
+    sase_edge::update::start(edge.clone(), channel_tls.clone())?;
     tokio::spawn(channel::run(edge.clone(), channel_tls, batch_signer));
     {
         let spool = spool.clone();

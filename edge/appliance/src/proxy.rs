@@ -260,6 +260,11 @@ impl Audit<'_> {
         };
         match self.edge.spool.append(event) {
             Ok(_) => true,
+            // Full, configured to keep serving: the spool counts it and says so in the chain.
+            Err(crate::spool::SpoolError::Full {
+                fail_closed: false,
+                ..
+            }) => true,
             Err(err) => {
                 tracing::error!(%err, reference = %self.reference, "audit spool write failed");
                 false
@@ -396,6 +401,10 @@ where
     let Some(policy) = policy else {
         return audit.deny(Reason::NoPolicy, "", "", None);
     };
+    if edge.spool.refusing() {
+        // The spool is full and configured to fail closed: nothing unrecorded may happen.
+        return audit.deny(Reason::AuditSpoolFull, "", "", None);
+    }
     if path_hides_query(parts.uri.path()) {
         return audit.deny(Reason::PathRefused, "", "", None);
     }
@@ -847,7 +856,12 @@ where
         identity,
     ) {
         // No audit, no service: an unrecorded request must not happen.
-        return refusal(Reason::UpstreamUnavailable, &audit.reference);
+        let reason = if edge.spool.refusing() {
+            Reason::AuditSpoolFull
+        } else {
+            Reason::UpstreamUnavailable
+        };
+        return refusal(reason, &audit.reference);
     }
     crate::ratelimit::add_headers(&mut head.headers, applied.quota);
     Response::from_parts(head, body)

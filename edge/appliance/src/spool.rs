@@ -9,6 +9,16 @@
 //! reach the page cache at once (surviving a process crash) and are fsynced by
 //! [`Spool::sync`], which the daemon calls periodically (surviving power loss up to that
 //! interval).
+//!
+//! The spool is bounded ([`SpoolBound`]): when it holds `max_pending` unacknowledged events
+//! (the control plane is away too long), ordinary events are no longer written. What happens
+//! then is configured ([`WhenFull`]): `alert` keeps serving and counts the events it could not
+//! record; `fail_closed` refuses requests (nothing unrecorded happens). Either way the chain
+//! itself says so: a `spool_full` event is written when the bound is hit and a
+//! `spool_recovered` event, with how many events were dropped or requests refused and over
+//! which time span, once acknowledgements made room again. These two logging-health events
+//! are always written (two per episode), so the trail never has a silent hole, and the
+//! control plane raises an alert for each.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -16,15 +26,100 @@ use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use sase_model::audit::ChainWriter;
-use sase_model::{AuditEvent, GENESIS_HASH};
+use sase_model::audit::{ChainWriter, Decision, EventKind};
+use sase_model::{AuditEvent, Reason, GENESIS_HASH};
 
 /// Events per segment file.
 pub const SEGMENT_EVENTS: u64 = 1000;
 
+/// Default bound: about 1 GB of spooled events at roughly 500 bytes each.
+pub const DEFAULT_MAX_PENDING: u64 = 2_000_000;
+
+/// What the edge does while its spool is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WhenFull {
+    /// Keep serving; events that cannot be recorded are counted and reported in the chain.
+    Alert,
+    /// Refuse requests (503 `audit_spool_full`) until there is room again.
+    FailClosed,
+}
+
+impl WhenFull {
+    fn as_str(self) -> &'static str {
+        match self {
+            WhenFull::Alert => "alert",
+            WhenFull::FailClosed => "fail_closed",
+        }
+    }
+}
+
+/// How many unacknowledged events the spool holds at most, and what happens beyond.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpoolBound {
+    /// Unacknowledged events at most.
+    pub max_pending: u64,
+    /// Behaviour when full.
+    pub when_full: WhenFull,
+}
+
+impl Default for SpoolBound {
+    fn default() -> SpoolBound {
+        SpoolBound {
+            max_pending: DEFAULT_MAX_PENDING,
+            when_full: WhenFull::Alert,
+        }
+    }
+}
+
+/// The daemon's options for the spool bound.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SpoolArgs {
+    /// Unacknowledged audit events the spool holds at most (about 500 bytes each on disk).
+    #[arg(long = "spool-max-events", env = "SASE_EDGE_SPOOL_MAX_EVENTS", default_value_t = DEFAULT_MAX_PENDING, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_events: u64,
+    /// What to do while the spool is full: `alert` keeps serving and counts what it could not
+    /// record; `fail-closed` refuses requests (503) until the control plane catches up.
+    #[arg(
+        long = "spool-when-full",
+        env = "SASE_EDGE_SPOOL_WHEN_FULL",
+        value_enum,
+        default_value = "alert"
+    )]
+    pub when_full: WhenFull,
+}
+
+impl SpoolArgs {
+    /// The bound these options describe.
+    pub fn bound(&self) -> SpoolBound {
+        SpoolBound {
+            max_pending: self.max_events,
+            when_full: self.when_full,
+        }
+    }
+}
+
+/// One episode of a full spool.
+#[derive(Debug, Clone)]
+struct FullEpisode {
+    tenant_id: String,
+    device_id: String,
+    /// Events not recorded (`alert`) or requests refused (`fail_closed`).
+    missed: u64,
+    first_ts_ms: i64,
+    last_ts_ms: i64,
+}
+
 /// Spool failures.
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
+    /// The spool holds its maximum of unacknowledged events; the event was not written.
+    #[error("audit spool full: {limit} unacknowledged events")]
+    Full {
+        /// The bound.
+        limit: u64,
+        /// Whether the edge refuses requests while full.
+        fail_closed: bool,
+    },
     /// Disk I/O failed.
     #[error("audit spool I/O: {0}")]
     Io(#[from] std::io::Error),
@@ -53,12 +148,56 @@ struct Inner {
     file: Option<File>,
     segments: VecDeque<Segment>,
     acked: u64,
+    bound: SpoolBound,
+    full: Option<FullEpisode>,
 }
 
 /// The on-disk spool (shared by request handlers and the uploader).
 pub struct Spool {
     inner: Mutex<Inner>,
     appended: tokio::sync::Notify,
+}
+
+fn health_template() -> AuditEvent {
+    AuditEvent {
+        seq: 0,
+        prev_hash: String::new(),
+        ts_ms: 0,
+        tenant_id: String::new(),
+        device_id: String::new(),
+        kind: EventKind::SpoolFull,
+        decision: Decision::Deny,
+        reason: Reason::AuditSpoolFull,
+        reference: String::new(),
+        policy_version: 0,
+        identity: None,
+        http: None,
+        detail: None,
+        waf: None,
+        quic: None,
+    }
+}
+
+/// A logging-health event about the spool, for the device and time of `like`.
+fn health_event(like: &AuditEvent, kind: EventKind, detail: String) -> AuditEvent {
+    use rand::RngCore as _;
+    let mut id = [0u8; 8];
+    rand::thread_rng().fill_bytes(&mut id);
+    AuditEvent {
+        ts_ms: like.ts_ms,
+        tenant_id: like.tenant_id.clone(),
+        device_id: like.device_id.clone(),
+        kind,
+        decision: match kind {
+            EventKind::SpoolRecovered => Decision::Allow,
+            _ => Decision::Deny,
+        },
+        reason: Reason::AuditSpoolFull,
+        reference: format!("spool-{}", hex::encode(id)),
+        policy_version: like.policy_version,
+        detail: Some(detail),
+        ..health_template()
+    }
 }
 
 fn segment_path(dir: &Path, first: u64) -> PathBuf {
@@ -149,6 +288,8 @@ impl Spool {
                 file,
                 segments,
                 acked,
+                bound: SpoolBound::default(),
+                full: None,
             }),
             appended: tokio::sync::Notify::new(),
         })
@@ -163,8 +304,64 @@ impl Spool {
     ///
     /// # Errors
     /// I/O failure; the chain does not advance and nothing is half-written.
-    pub fn append(&self, mut event: AuditEvent) -> Result<u64, SpoolError> {
+    pub fn append(&self, event: AuditEvent) -> Result<u64, SpoolError> {
         let mut inner = self.lock();
+        let pending = (inner.writer.next_seq() - 1).saturating_sub(inner.acked);
+        if pending >= inner.bound.max_pending {
+            let bound = inner.bound;
+            let episode_starts = inner.full.is_none();
+            let episode = inner.full.get_or_insert_with(|| FullEpisode {
+                tenant_id: event.tenant_id.clone(),
+                device_id: event.device_id.clone(),
+                missed: 0,
+                first_ts_ms: event.ts_ms,
+                last_ts_ms: event.ts_ms,
+            });
+            episode.missed += 1;
+            episode.last_ts_ms = event.ts_ms;
+            if episode_starts {
+                tracing::error!(
+                    limit = bound.max_pending,
+                    when_full = bound.when_full.as_str(),
+                    "audit spool full: the control plane has not acknowledged events for too long"
+                );
+                let health = health_event(
+                    &event,
+                    EventKind::SpoolFull,
+                    format!(
+                        "pending={pending} limit={} when_full={}",
+                        bound.max_pending,
+                        bound.when_full.as_str()
+                    ),
+                );
+                Self::write_locked(&mut inner, health)?;
+                drop(inner);
+                self.appended.notify_one();
+            }
+            return Err(SpoolError::Full {
+                limit: bound.max_pending,
+                fail_closed: bound.when_full == WhenFull::FailClosed,
+            });
+        }
+        let seq = Self::write_locked(&mut inner, event)?;
+        drop(inner);
+        self.appended.notify_one();
+        Ok(seq)
+    }
+
+    /// Sets the bound (the daemon does this once at start).
+    pub fn set_bound(&self, bound: SpoolBound) {
+        self.lock().bound = bound;
+    }
+
+    /// Whether requests must be refused now: the spool is full and configured to fail closed.
+    pub fn refusing(&self) -> bool {
+        let inner = self.lock();
+        inner.bound.when_full == WhenFull::FailClosed
+            && (inner.writer.next_seq() - 1).saturating_sub(inner.acked) >= inner.bound.max_pending
+    }
+
+    fn write_locked(inner: &mut Inner, mut event: AuditEvent) -> Result<u64, SpoolError> {
         let mut probe = inner.writer.clone();
         probe.link(&mut event);
         let mut line = serde_json::to_vec(&event).map_err(|e| SpoolError::Damaged {
@@ -198,8 +395,6 @@ impl Spool {
         if let Some(seg) = inner.segments.back_mut() {
             seg.last = event.seq;
         }
-        drop(inner);
-        self.appended.notify_one();
         Ok(event.seq)
     }
 
@@ -243,6 +438,44 @@ impl Spool {
         while inner.segments.len() > 1 && inner.segments.front().is_some_and(|s| s.last <= seq) {
             if let Some(seg) = inner.segments.pop_front() {
                 std::fs::remove_file(&seg.path)?;
+            }
+        }
+        // A full episode ends when acknowledgements made room for a tenth of the bound again.
+        let pending = (inner.writer.next_seq() - 1).saturating_sub(inner.acked);
+        let room = inner.bound.max_pending - inner.bound.max_pending / 10;
+        if pending < room.max(1) {
+            if let Some(episode) = inner.full.take() {
+                let when_full = inner.bound.when_full;
+                tracing::warn!(
+                    missed = episode.missed,
+                    when_full = when_full.as_str(),
+                    "audit spool has room again"
+                );
+                let what = match when_full {
+                    WhenFull::Alert => "dropped",
+                    WhenFull::FailClosed => "refused",
+                };
+                let template = AuditEvent {
+                    tenant_id: episode.tenant_id.clone(),
+                    device_id: episode.device_id.clone(),
+                    ts_ms: episode.last_ts_ms,
+                    ..health_template()
+                };
+                let health = health_event(
+                    &template,
+                    EventKind::SpoolRecovered,
+                    format!(
+                        "{what}={} first_ts_ms={} last_ts_ms={} limit={} when_full={}",
+                        episode.missed,
+                        episode.first_ts_ms,
+                        episode.last_ts_ms,
+                        inner.bound.max_pending,
+                        when_full.as_str()
+                    ),
+                );
+                Self::write_locked(&mut inner, health)?;
+                drop(inner);
+                self.appended.notify_one();
             }
         }
         Ok(())
@@ -362,6 +595,87 @@ mod tests {
         // The newest segment stays: it carries the chain head.
         assert_eq!(spool.head_seq(), 2 * SEGMENT_EVENTS + 5);
         assert_eq!(spool.pending(), 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_full_spool_in_alert_mode_counts_what_it_drops_and_says_so_in_the_chain() {
+        let dir = temp_dir("full-alert");
+        let spool = Spool::open(&dir).expect("open");
+        spool.set_bound(SpoolBound {
+            max_pending: 10,
+            when_full: WhenFull::Alert,
+        });
+        for n in 0..10 {
+            spool.append(event(n)).expect("room");
+        }
+        for n in 10..15 {
+            match spool.append(event(n)) {
+                Err(SpoolError::Full {
+                    limit: 10,
+                    fail_closed: false,
+                }) => {}
+                other => panic!("expected full, got {other:?}"),
+            }
+        }
+        assert!(!spool.refusing(), "alert mode keeps serving");
+        // Ten events plus one spool_full event (written beyond the bound, once).
+        assert_eq!(spool.head_seq(), 11);
+        spool.ack(11).expect("ack");
+        let all = spool.read_after(0, usize::MAX).expect("read");
+        verify_chain("d", &all).expect("intact chain");
+        let full = &all[10];
+        assert_eq!(full.kind, EventKind::SpoolFull);
+        assert_eq!(
+            full.detail.as_deref(),
+            Some("pending=10 limit=10 when_full=alert")
+        );
+        let recovered = all.last().expect("recovered event");
+        assert_eq!(recovered.kind, EventKind::SpoolRecovered);
+        assert_eq!(recovered.seq, 12);
+        assert_eq!(
+            recovered.detail.as_deref(),
+            Some("dropped=5 first_ts_ms=10 last_ts_ms=14 limit=10 when_full=alert")
+        );
+        // Room again: ordinary events are written.
+        spool.append(event(99)).expect("room again");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_full_spool_in_fail_closed_mode_refuses_until_acknowledged() {
+        let dir = temp_dir("full-closed");
+        let spool = Spool::open(&dir).expect("open");
+        spool.set_bound(SpoolBound {
+            max_pending: 3,
+            when_full: WhenFull::FailClosed,
+        });
+        for n in 0..3 {
+            spool.append(event(n)).expect("room");
+        }
+        assert!(spool.refusing());
+        assert!(matches!(
+            spool.append(event(3)),
+            Err(SpoolError::Full {
+                fail_closed: true,
+                ..
+            })
+        ));
+        spool.ack(2).expect("partial ack");
+        assert!(
+            spool.refusing(),
+            "still full: 3 pending incl. the spool_full event"
+        );
+        spool.ack(4).expect("ack");
+        assert!(!spool.refusing());
+        let all = spool.read_after(0, usize::MAX).expect("read");
+        verify_chain("d", &all).expect("intact chain");
+        let recovered = all.last().expect("recovered");
+        assert_eq!(recovered.kind, EventKind::SpoolRecovered);
+        assert!(recovered
+            .detail
+            .as_deref()
+            .is_some_and(|d| d.starts_with("refused=1 ")));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
