@@ -63,6 +63,9 @@ SASE_PROFILE=debug AUDIT_PERF_EVENTS=20000 tests/perf/audit.sh
 step "API contract end-to-end: OpenAPI request checks, response scrubbing, error rewriting, headers, CORS (expects failed=0)"
 tests/e2e/contract.sh
 
+step "audit delivery under faults: SIGKILL edge / control plane / both under load, bounded spool in alert and fail-closed modes (expects lost=0 duplicated=0)"
+tests/e2e/audit-faults.sh
+
 step "SIEM forwarding: rsyslog over TLS (RFC 5424/5425), JSON lines and OCSF, through a receiver outage (expects failed=0 lost=0)"
 tests/e2e/siem.sh
 
