@@ -7,7 +7,8 @@
 //! * [`spool`] — the on-disk audit spool (hash-chained, deleted only when acknowledged).
 //! * [`channel`] — the management channel to the control plane.
 //! * [`jwks`] — fetching keys of `jwks_url` issuers.
-//! * [`ratelimit`] — rate and flow limits (API4, API6), blocks of shared budgets from Redis.
+//! * [`ratelimit`] — rate and flow limits (API4, API6), blocks of shared budgets from Redis;
+//!   [`ratelimit_conn`] — connection caps per client address and in total (slowloris).
 //! * [`waf`] — the CRS rule set of a policy and the bounded pool that runs inspections.
 //! * [`revocation`] — revoked subjects and sessions (CAEP), persisted, checked per request.
 //! * [`inventory`] — request counts by endpoint, reported for the API inventory (API9).
@@ -31,6 +32,7 @@ pub mod revocation;
 pub mod quic;
 pub mod quic_relay;
 pub mod ratelimit;
+pub mod ratelimit_conn;
 pub mod spool;
 pub mod translate;
 pub mod waf;

@@ -3,7 +3,6 @@
 //! generated under a local CA in the data dir at first start.
 
 use std::net::SocketAddr;
-use std::os::fd::AsFd as _;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -112,16 +111,24 @@ pub async fn serve(listener: TcpListener, tls: Option<rustls::ServerConfig>, edg
                 continue;
             }
         };
+        // Connection caps (slowloris): over a cap, closed before anything is read.
+        let Some(slot) = edge
+            .limiter
+            .connections
+            .admit(peer.ip(), crate::proxy::now_ms())
+        else {
+            drop(tcp);
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let edge = edge.clone();
         let acceptor = acceptor.clone();
-        // A second handle on the socket, so that it outlives hyper's: see `lingering_close`.
-        let linger = tcp
-            .as_fd()
-            .try_clone_to_owned()
-            .ok()
-            .map(std::net::TcpStream::from);
+        // A second handle on the socket, so that it outlives hyper's (see `lingering_close`),
+        // sharing its one descriptor.
+        let linger = Arc::new(tcp);
+        let tcp = crate::ratelimit_conn::SharedTcp(linger.clone());
         tokio::spawn(async move {
+            let _slot = slot;
             match acceptor {
                 Some(acceptor) => {
                     match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
@@ -135,7 +142,8 @@ pub async fn serve(listener: TcpListener, tls: Option<rustls::ServerConfig>, edg
                 }
                 None => serve_connection(TokioIo::new(tcp), peer, false, edge).await,
             }
-            if let Some(linger) = linger {
+            // hyper has dropped its handle by now, so this one is the last.
+            if let Ok(linger) = Arc::try_unwrap(linger) {
                 lingering_close(linger).await;
             }
         });
@@ -153,11 +161,8 @@ const LINGER_BYTES: usize = 64 * 1024 * 1024;
 /// [`LINGER_TIME`] / [`LINGER_BYTES`]). Closing a socket with unread request bytes (a request
 /// refused before its body was read, or one hyper could not parse) makes the kernel send RST,
 /// which can destroy the answer in the client's receive buffer before the client reads it.
-async fn lingering_close(socket: std::net::TcpStream) {
+async fn lingering_close(mut socket: tokio::net::TcpStream) {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let Ok(mut socket) = tokio::net::TcpStream::from_std(socket) else {
-        return;
-    };
     let _ = socket.shutdown().await;
     let deadline = tokio::time::Instant::now() + LINGER_TIME;
     let mut buf = [0u8; 8192];

@@ -26,6 +26,8 @@ use crate::proxy::{now_ms, Audit, Body, Edge};
 pub struct EdgeLimiter {
     /// The counters (kept across policy changes).
     pub core: RateLimiter,
+    /// Open connections per client address and in total (slowloris).
+    pub connections: Arc<crate::ratelimit_conn::ConnectionLimits>,
     connection: Mutex<Option<(String, redis::aio::MultiplexedConnection)>>,
     fetch: tokio::sync::Mutex<()>,
     script: redis::Script,
@@ -33,8 +35,23 @@ pub struct EdgeLimiter {
 
 impl Default for EdgeLimiter {
     fn default() -> EdgeLimiter {
+        EdgeLimiter::with_connection_caps(
+            crate::ratelimit_conn::DEFAULT_MAX_CONNECTIONS_PER_IP,
+            crate::ratelimit_conn::DEFAULT_MAX_CONNECTIONS,
+        )
+    }
+}
+
+impl EdgeLimiter {
+    /// A limiter whose listeners hold at most `per_ip` connections per client address and
+    /// `total` in all.
+    pub fn with_connection_caps(per_ip: usize, total: usize) -> EdgeLimiter {
+        let fds = crate::ratelimit_conn::descriptor_limit();
+        let total = crate::ratelimit_conn::total_within(total, fds);
+        tracing::info!(per_ip, total, descriptor_limit = ?fds, "connection caps");
         EdgeLimiter {
             core: RateLimiter::default(),
+            connections: Arc::new(crate::ratelimit_conn::ConnectionLimits::new(per_ip, total)),
             connection: Mutex::new(None),
             fetch: tokio::sync::Mutex::new(()),
             script: redis::Script::new(BLOCK_SCRIPT),
