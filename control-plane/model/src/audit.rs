@@ -44,6 +44,14 @@ pub enum EventKind {
     PolicyApplied,
     /// The edge refused a policy bundle.
     PolicyRejected,
+    /// A firmware update was verified and written to the inactive slot (appliance image).
+    UpdateInstalled,
+    /// A firmware update was refused (bad signature, changed payload, not applicable).
+    UpdateRefused,
+    /// The updated slot came up healthy and was made the active one.
+    UpdateConfirmed,
+    /// The updated slot did not confirm in time; the device booted the previous slot again.
+    UpdateRolledBack,
     /// A QUIC flow decision (inspect, SNI filter, block, drop); details in `quic`.
     QuicFlow,
     /// Logging health: the edge's audit spool reached its bound (detail: `pending=… limit=…
@@ -61,6 +69,10 @@ impl EventKind {
             EventKind::HttpRequest => "http_request",
             EventKind::PolicyApplied => "policy_applied",
             EventKind::PolicyRejected => "policy_rejected",
+            EventKind::UpdateInstalled => "update_installed",
+            EventKind::UpdateRefused => "update_refused",
+            EventKind::UpdateConfirmed => "update_confirmed",
+            EventKind::UpdateRolledBack => "update_rolled_back",
             EventKind::QuicFlow => "quic_flow",
             EventKind::SpoolFull => "spool_full",
             EventKind::SpoolRecovered => "spool_recovered",

@@ -63,6 +63,12 @@ pub enum EdgeMessage {
         #[serde(default)]
         dropped: u64,
     },
+    /// Where the device is with firmware updates of the appliance image: the image it runs
+    /// (after each `hello`) and the progress of an offered update.
+    UpdateStatus {
+        /// The report.
+        report: crate::update::UpdateReport,
+    },
 }
 
 /// From the control plane to the edge.
@@ -93,5 +99,11 @@ pub enum ControlMessage {
     Revocations {
         /// The revocations (at most [`crate::caep::MAX_REVOCATIONS_PER_MESSAGE`]).
         revocations: Vec<crate::caep::Revocation>,
+    },
+    /// A firmware update for this device (see [`crate::update`]); sent when an admin offers
+    /// one and again after each `hello` until the device reports an outcome.
+    UpdateOffer {
+        /// What to download.
+        offer: crate::update::UpdateOffer,
     },
 }

@@ -19,6 +19,8 @@
 //!   store of shared budgets.
 //! * [`reason`] — stable reason codes carried by every decision.
 //! * [`tunnel`] — typed rules of the per-identity packet ACL of ZTNA tunnels.
+//! * [`update`] — vendor-signed firmware update bundles of the appliance image, update offers
+//!   and reports.
 //! * [`quic`] — QUIC modes (`inspect`, `sni_filter`, `block`, `drop`) per site, resource or
 //!   server name, and the QUIC part of audit events.
 //! * [`ownership`], [`egress`], [`graphql`], [`upstream_trust`] — object ownership rules
@@ -46,6 +48,7 @@ pub mod policy;
 pub mod quic;
 pub mod reason;
 pub mod tunnel;
+pub mod update;
 pub mod upstream_trust;
 
 pub use audit::{AuditEvent, ChainError, ChainVerifier, GENESIS_HASH};

@@ -76,6 +76,15 @@ pub enum Reason {
     CorsRefused,
     /// The upstream failed (5xx); its body was replaced by the generic error.
     UpstreamError,
+    /// A firmware update bundle's signature does not verify with the vendor key, or its
+    /// payload differs from the signed manifest (tampering): it is not installed.
+    UpdateSignatureInvalid,
+    /// A signed firmware update is not installable here (not newer, other kernel or
+    /// architecture, too big for a slot) or could not be read.
+    UpdateNotApplicable,
+    /// A firmware update was installed but its slot did not confirm healthy in time: the
+    /// device went back to the previous slot.
+    UpdateUnhealthy,
     /// A rate limit or flow limit of the route is exhausted (API4 / API6); the answer carries
     /// `Retry-After`.
     RateLimited,
@@ -146,6 +155,9 @@ impl Reason {
             Reason::ContentTypeUnsupported => "content_type_unsupported",
             Reason::CorsRefused => "cors_refused",
             Reason::UpstreamError => "upstream_error",
+            Reason::UpdateSignatureInvalid => "update_signature_invalid",
+            Reason::UpdateNotApplicable => "update_not_applicable",
+            Reason::UpdateUnhealthy => "update_unhealthy",
             Reason::RateLimited => "rate_limited",
             Reason::RateLimitStoreUnavailable => "rate_limit_store_unavailable",
             Reason::TokenRevoked => "token_revoked",
@@ -196,6 +208,10 @@ impl Reason {
             Reason::ContentTypeUnsupported => 415,
             Reason::CorsRefused => 403,
             Reason::UpstreamError => 502,
+            // Not HTTP answers: the status the control plane would give the same refusal.
+            Reason::UpdateSignatureInvalid => 422,
+            Reason::UpdateNotApplicable => 409,
+            Reason::UpdateUnhealthy => 503,
             Reason::RateLimited => 429,
             Reason::RateLimitStoreUnavailable => 503,
             Reason::ObjectNotOwned | Reason::EgressRefused => 403,
@@ -233,6 +249,9 @@ mod tests {
             Reason::ContentTypeUnsupported,
             Reason::CorsRefused,
             Reason::UpstreamError,
+            Reason::UpdateSignatureInvalid,
+            Reason::UpdateNotApplicable,
+            Reason::UpdateUnhealthy,
             Reason::RateLimited,
             Reason::RateLimitStoreUnavailable,
             Reason::TokenRevoked,

@@ -226,6 +226,7 @@ async fn handle(
                 .await?
                 .map_or(0, |(s, _)| s);
             replies.push(ControlMessage::AuditAck { up_to_seq: head });
+            replies.extend(crate::updates::pending_offers(&device.id));
             replies.extend(crate::caep::hello_messages(state, &device.tenant_id).await?);
             Ok(replies)
         }
@@ -247,6 +248,10 @@ async fn handle(
                 .store
                 .device_seen(&device.id, now, Some(version), None)
                 .await?;
+            Ok(Vec::new())
+        }
+        EdgeMessage::UpdateStatus { report } => {
+            crate::updates::on_report(state, device, report).await;
             Ok(Vec::new())
         }
         EdgeMessage::PolicyRejected { version, reason } => {

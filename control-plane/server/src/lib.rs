@@ -21,6 +21,8 @@
 //! * [`tls`] — rustls configuration, the dynamic device-certificate verifier, the accept loop.
 //! * [`openapi`] — the OpenAPI document.
 //! * [`state`] — shared state and the hub of connected edges.
+//! * [`updates`] — firmware updates of the appliance image: upload, offers, device download,
+//!   reports.
 
 pub mod admin_audit;
 pub mod admins;
@@ -39,6 +41,7 @@ pub mod siem;
 pub mod state;
 pub mod store;
 pub mod tls;
+pub mod updates;
 pub mod totp;
 
 use std::sync::Arc;
@@ -121,6 +124,15 @@ pub fn router(state: SharedState) -> Router {
         .route("/admins/{admin_id}/mfa", delete(admins::reset_mfa))
         .route("/admin-actions", get(admins::list_actions))
         .route("/edge/channel", get(channel::channel))
+        .route(
+            "/updates",
+            get(updates::list)
+                .post(updates::upload)
+                .layer(DefaultBodyLimit::max(updates::MAX_UPDATE_BYTES)),
+        )
+        .route("/updates/{update_id}/offer", post(updates::offer))
+        .route("/updates/{update_id}/devices", get(updates::status))
+        .route("/edge/updates/{update_id}", get(updates::download))
         .route(
             "/openapi.json",
             get(|| async {

@@ -45,7 +45,7 @@ struct ServeArgs {
     #[arg(long, env = "SASE_PUBLIC_URL")]
     public_url: Option<String>,
     /// Extra DNS names or IPs for the generated TLS certificate (repeatable).
-    #[arg(long = "tls-name")]
+    #[arg(long = "tls-name", env = "SASE_TLS_NAMES", value_delimiter = ',')]
     tls_names: Vec<String>,
     /// Seconds between signed audit checkpoints (Merkle tree heads over each tenant's log).
     #[arg(long, env = "SASE_AUDIT_CHECKPOINT_SECS", default_value_t = 60)]
@@ -129,6 +129,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .public_url
         .clone()
         .unwrap_or_else(|| format!("https://{bound}"));
+    sase_control::updates::init(&args.data_dir.join("updates"))
+        .context("opening the firmware update store")?;
     let state = Arc::new(AppState {
         store,
         signing_key,

@@ -138,6 +138,16 @@ impl Hub {
             .count()
     }
 
+    /// Sends a message to one connected device; false when it is not connected (or its queue
+    /// is full).
+    pub fn send_to(&self, device_id: &str, message: &ControlMessage) -> bool {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner
+            .by_device
+            .get(device_id)
+            .is_some_and(|c| c.sender.try_send(message.clone()).is_ok())
+    }
+
     /// Ids of connected devices.
     pub fn connected(&self) -> Vec<String> {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());

@@ -124,6 +124,7 @@ async fn session(
         edge_version: env!("CARGO_PKG_VERSION").to_string(),
     })?)
     .await?;
+    crate::update::session_started();
 
     let mut acked: Option<u64> = None;
     let mut sent_up_to = 0u64;
@@ -215,6 +216,7 @@ async fn session(
                             Err(err) => tracing::error!(%err, "revocations enforced but not persisted"),
                         }
                     }
+                    ControlMessage::UpdateOffer { offer } => crate::update::offered(edge.clone(), offer),
                     ControlMessage::AuditNack { resend_from, reason } => {
                         tracing::warn!(resend_from, %reason, "control plane refused an audit batch");
                         sent_up_to = resend_from.saturating_sub(1);
@@ -224,6 +226,11 @@ async fn session(
                 }
             }
             () = edge.spool.appended() => {}
+            reports = crate::update::outgoing() => {
+                for report in reports {
+                    sink.send(send(&report)?).await?;
+                }
+            }
             _ = inventory.tick() => {
                 edge.revocations.prune(now_ms());
                 if let Some((entries, dropped)) = edge.inventory.take_report() {

@@ -10,6 +10,7 @@
 //! * [`ratelimit`] — rate and flow limits (API4, API6), blocks of shared budgets from Redis;
 //!   [`ratelimit_conn`] — connection caps per client address and in total (slowloris).
 //! * [`waf`] — the CRS rule set of a policy and the bounded pool that runs inspections.
+//! * [`update`] — firmware updates of the appliance image (A/B slots, trial boots, rollback).
 //! * [`revocation`] — revoked subjects and sessions (CAEP), persisted, checked per request.
 //! * [`inventory`] — request counts by endpoint, reported for the API inventory (API9).
 //! * [`translate`] — token translation (internal ES256 tokens, their JWK set) and upstream
@@ -34,5 +35,6 @@ pub mod quic_relay;
 pub mod ratelimit;
 pub mod ratelimit_conn;
 pub mod spool;
+pub mod update;
 pub mod translate;
 pub mod waf;

@@ -297,6 +297,10 @@ fn message(reason: Reason) -> &'static str {
         Reason::ContentTypeUnsupported => "this content type is not accepted here",
         Reason::CorsRefused => "this cross-origin request is not allowed",
         Reason::UpstreamError => "the service failed to handle the request",
+        // Firmware update outcomes: audit only, never an HTTP answer.
+        Reason::UpdateSignatureInvalid => "the firmware update's signature does not verify",
+        Reason::UpdateNotApplicable => "the firmware update does not apply to this device",
+        Reason::UpdateUnhealthy => "the firmware update did not come up healthy",
         Reason::RateLimited => "too many requests; retry after the time in Retry-After",
         Reason::RateLimitStoreUnavailable => "the request budget cannot be checked now",
         Reason::TokenRevoked => {
