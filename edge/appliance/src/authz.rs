@@ -57,7 +57,19 @@ pub(crate) async fn check(
             .and_then(|v| v.to_str().ok()),
         body,
     };
-    let claims = allowed.token.as_deref().map(|t| t.claims());
+    // Without a token (a client certificate as the `alternative` identity), rules read the
+    // certificate's identity as `sub`.
+    let from_certificate: Option<serde_json::Map<String, serde_json::Value>> =
+        match (&allowed.token, &allowed.subject) {
+            (None, Some(sub)) => {
+                Some(std::iter::once(("sub".to_string(), sub.clone().into())).collect())
+            }
+            _ => None,
+        };
+    let claims = match allowed.token.as_deref() {
+        Some(t) => Some(t.claims()),
+        None => from_certificate.as_ref(),
+    };
     let refuse = |audit: &mut Audit<'_>, reason: Reason, detail: String| {
         audit.detail = Some(detail);
         audit.deny(

@@ -15,6 +15,7 @@
 //! * [`inventory`] — request counts by endpoint, reported for the API inventory (API9).
 //! * [`translate`] — token translation (internal ES256 tokens, their JWK set) and upstream
 //!   TLS clients per resource (CA, device certificate for mTLS).
+//! * [`mtls`] — client certificates on the HTTPS listener (asked for, chain handed to requests).
 //! * [`authz`] — the route guards once the body is read: object ownership (API1), GraphQL
 //!   limits, egress allowlist after DNS resolution (API7).
 //! * [`quic`] — HTTP/3 termination (`inspect`), `block`/`drop` of the published UDP port,
@@ -27,6 +28,7 @@ pub mod identity;
 pub mod inventory;
 pub mod jwks;
 pub mod listener;
+pub mod mtls;
 pub mod policy;
 pub mod proxy;
 pub mod revocation;

@@ -79,7 +79,8 @@ pub fn load_tls(cert_path: &Path, key_path: &Path) -> anyhow::Result<rustls::Ser
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()?
-    .with_no_client_auth()
+    // Asks for a client certificate while a resource takes one (mTLS); see `crate::mtls`.
+    .with_client_cert_verifier(crate::mtls::DeferredClientCertVerifier::new())
     .with_single_cert(chain, key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
@@ -134,13 +135,14 @@ pub async fn serve(listener: TcpListener, tls: Option<rustls::ServerConfig>, edg
                     match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
                     {
                         Ok(Ok(stream)) => {
-                            serve_connection(TokioIo::new(stream), peer, true, edge).await
+                            let certs = crate::mtls::peer_certificates(stream.get_ref().1);
+                            serve_connection(TokioIo::new(stream), peer, true, edge, certs).await
                         }
                         Ok(Err(err)) => tracing::debug!(%peer, %err, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
                 }
-                None => serve_connection(TokioIo::new(tcp), peer, false, edge).await,
+                None => serve_connection(TokioIo::new(tcp), peer, false, edge, None).await,
             }
             // hyper has dropped its handle by now, so this one is the last.
             if let Ok(linger) = Arc::try_unwrap(linger) {
@@ -175,12 +177,24 @@ async fn lingering_close(mut socket: tokio::net::TcpStream) {
     }
 }
 
-async fn serve_connection<I>(io: I, peer: SocketAddr, tls: bool, edge: Arc<Edge>)
-where
+async fn serve_connection<I>(
+    io: I,
+    peer: SocketAddr,
+    tls: bool,
+    edge: Arc<Edge>,
+    client_certs: Option<crate::mtls::PeerCertificates>,
+) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let for_audit = edge.clone();
-    let service = hyper::service::service_fn(move |req| handle(edge.clone(), peer, tls, req));
+    let service =
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            // The client certificate chain of the connection, for resources that take one.
+            if let Some(certs) = &client_certs {
+                req.extensions_mut().insert(certs.clone());
+            }
+            handle(edge.clone(), peer, tls, req)
+        });
     if let Err(err) = builder().serve_connection(io, service).await {
         // A request hyper could not parse never reached `handle`: audit it here.
         let audited = audit_refused_by_parser(&for_audit, peer, err.as_ref());

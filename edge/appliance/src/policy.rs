@@ -141,6 +141,7 @@ impl PolicyHolder {
                 .map_err(|e| format!("storing the bundle: {e:#}"))?;
         }
         let version = payload.version;
+        crate::mtls::set_wanted(compiled.wants_client_certificates());
         self.current.send_replace(Some(Arc::new(ActivePolicy {
             compiled,
             waf,

@@ -20,7 +20,7 @@ use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, Status
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt as _, Full, Limited};
 use rand::RngCore;
-use sase_gateway::{decide_cached, error_body, RequestParts, Verdict};
+use sase_gateway::{decide_with_client_cert, error_body, RequestParts, Verdict};
 use sase_model::audit::{Decision, EventKind, HttpDetails};
 use sase_model::{AuditEvent, Reason};
 
@@ -393,8 +393,7 @@ where
         waf: None,
         detail: None,
     };
-    if parts.method == http::Method::GET && parts.uri.path() == sase_gateway::INTERNAL_JWKS_PATH
-    {
+    if parts.method == http::Method::GET && parts.uri.path() == sase_gateway::INTERNAL_JWKS_PATH {
         // The public key of the edge's internal tokens (token translation): not a resource.
         return edge.trust.jwks_response();
     }
@@ -459,13 +458,19 @@ where
         authorization,
     };
 
+    // The connection's client certificate chain (mTLS), for resources that take one.
+    let client_chain = parts
+        .extensions
+        .get::<crate::mtls::PeerCertificates>()
+        .map(|c| c.0.clone());
     let mut verdict = {
         let jwks = edge.policy.jwks.read().unwrap_or_else(|p| p.into_inner());
-        decide_cached(
+        decide_with_client_cert(
             &policy.compiled,
             &jwks,
             &edge.policy.tokens,
             &request_parts,
+            client_chain.as_deref().map(Vec::as_slice),
             now_ms(),
         )
     };
@@ -473,11 +478,12 @@ where
         let issuer_id = issuer_id.clone();
         crate::jwks::refresh(edge, &policy, &issuer_id).await;
         let jwks = edge.policy.jwks.read().unwrap_or_else(|p| p.into_inner());
-        verdict = decide_cached(
+        verdict = decide_with_client_cert(
             &policy.compiled,
             &jwks,
             &edge.policy.tokens,
             &request_parts,
+            client_chain.as_deref().map(Vec::as_slice),
             now_ms(),
         );
     }

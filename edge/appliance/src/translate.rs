@@ -107,8 +107,8 @@ impl UpstreamTrust {
                 .signer
                 .mint(settings, caller, now_ms, reference)
                 .map_err(|e| e.to_string())?;
-            let value = HeaderValue::from_str(&format!("Bearer {token}"))
-                .map_err(|e| e.to_string())?;
+            let value =
+                HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| e.to_string())?;
             headers.insert(header::AUTHORIZATION, value);
         }
         match guards.upstream_tls() {

@@ -9,6 +9,7 @@ use sase_model::Reason;
 use serde_json::{Map, Value};
 
 use sase_model::policy::Method;
+use sase_model::upstream_trust::ClientCertMode;
 
 use crate::cache::TokenCache;
 use crate::contract::ApiHandle;
@@ -104,7 +105,7 @@ pub fn decide(
     req: &RequestParts<'_>,
     now_ms: i64,
 ) -> Verdict {
-    decide_inner(policy, jwks, None, req, now_ms)
+    decide_inner(policy, jwks, None, req, None, now_ms)
 }
 
 /// Like [`decide`], serving token verifications from `cache` when it holds a still valid one
@@ -116,7 +117,22 @@ pub fn decide_cached(
     req: &RequestParts<'_>,
     now_ms: i64,
 ) -> Verdict {
-    decide_inner(policy, jwks, Some(cache), req, now_ms)
+    decide_inner(policy, jwks, Some(cache), req, None, now_ms)
+}
+
+/// Like [`decide_cached`], with the client certificate chain the connection presented (end
+/// entity first; `None` or empty: none). A resource with `client_certificates` verifies it
+/// against its CA: with `mode: alternative` a valid certificate is the caller's identity
+/// (from its SAN) and no token is needed; with `additional` both are required.
+pub fn decide_with_client_cert(
+    policy: &CompiledPolicy,
+    jwks: &JwksStore,
+    cache: &TokenCache,
+    req: &RequestParts<'_>,
+    client_chain: Option<&[rustls::pki_types::CertificateDer<'_>]>,
+    now_ms: i64,
+) -> Verdict {
+    decide_inner(policy, jwks, Some(cache), req, client_chain, now_ms)
 }
 
 fn decide_inner(
@@ -124,6 +140,7 @@ fn decide_inner(
     jwks: &JwksStore,
     cache: Option<&TokenCache>,
     req: &RequestParts<'_>,
+    client_chain: Option<&[rustls::pki_types::CertificateDer<'_>]>,
     now_ms: i64,
 ) -> Verdict {
     let Some((resource, route)) = policy.find_route(req.method, req.host, req.path) else {
@@ -151,6 +168,25 @@ fn decide_inner(
                 guards: route.guards.clone(),
             })
         };
+
+    // mTLS client certificate (resources with `client_certificates`, non-public routes).
+    if let (Some(check), false) = (resource.client_certs.as_deref(), route.public) {
+        match client_chain.filter(|c| !c.is_empty()) {
+            Some(chain) => match check.verify(chain, now_ms) {
+                Ok(id) if check.mode == ClientCertMode::Alternative => {
+                    return allow(Some(format!("cert|{id}")), Some(id), None);
+                }
+                // `additional`: the certificate is a second factor; the token names the caller.
+                Ok(_) => {}
+                Err(reason) => return refuse(reason, None),
+            },
+            None if check.mode == ClientCertMode::Additional => {
+                return refuse(Reason::ClientCertMissing, None);
+            }
+            // `alternative` without a certificate: the token decides.
+            None => {}
+        }
+    }
 
     if route.public {
         return allow(None, None, None);

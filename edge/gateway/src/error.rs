@@ -37,6 +37,14 @@ pub enum CompileError {
         #[source]
         source: crate::contract::ContractError,
     },
+    /// A resource's client certificate CA does not parse.
+    #[error("resource {resource}: client certificates: {reason}")]
+    ClientCertificates {
+        /// Resource name.
+        resource: String,
+        /// What is wrong with the CA.
+        reason: String,
+    },
     /// A resource names an issuer id the policy does not define.
     #[error("resource {resource} trusts unknown issuer {issuer}")]
     UnknownIssuer {

@@ -26,6 +26,7 @@
 //! when signed with an algorithm from its issuer's allowlist by one of that issuer's keys.
 
 mod cache;
+mod client_cert;
 mod contract;
 mod decision;
 mod egress;
@@ -49,16 +50,17 @@ pub use contract::{
     ContractViolation, Preflight, ResponsePlan,
 };
 pub use decision::{
-    decide, decide_cached, error_body, error_body_detail, Allowed, Denied, RequestParts, Verdict,
+    decide, decide_cached, decide_with_client_cert, error_body, error_body_detail, Allowed, Denied,
+    RequestParts, Verdict,
 };
 pub use egress::{parse_url, refused_class, Destination, EgressViolation};
 pub use error::{CompileError, KeyError};
 pub use graphql::{GraphqlCost, GraphqlViolation};
 pub use guards::{GuardRequest, GuardViolation, RouteGuards};
-pub use ownership::OwnershipViolation;
-pub use translate::{internal_claims, Caller, InternalSigner, SignerError, INTERNAL_JWKS_PATH};
 pub use jwks::{JwksStore, REFETCH_INTERVAL_MS};
 pub use jwt::VerifiedToken;
 pub use jwt::MAX_TOKEN_BYTES;
 pub use keys::{MAX_JWKS_BYTES, MAX_JWKS_KEYS};
+pub use ownership::OwnershipViolation;
 pub use policy::{CompiledPolicy, RemoteKeys};
+pub use translate::{internal_claims, Caller, InternalSigner, SignerError, INTERNAL_JWKS_PATH};

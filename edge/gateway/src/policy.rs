@@ -88,6 +88,8 @@ pub(crate) struct CompiledResource {
     pub(crate) issuers: Vec<usize>,
     routes: Vec<CompiledRoute>,
     pub(crate) max_body_bytes: u64,
+    /// mTLS client certificate settings (CA compiled), when the resource has them.
+    pub(crate) client_certs: Option<Arc<crate::client_cert::ClientCertCheck>>,
     /// The `api` settings (OpenAPI operations, response hardening), when the resource has them.
     pub(crate) contract: Option<Arc<CompiledContract>>,
 }
@@ -205,8 +207,8 @@ impl CompiledPolicy {
                         .collect(),
                     None => Vec::new(),
                 };
-                let guards = crate::guards::RouteGuards::compile(resource, route, &template)
-                    .map(Arc::new);
+                let guards =
+                    crate::guards::RouteGuards::compile(resource, route, &template).map(Arc::new);
                 routes.push(CompiledRoute {
                     guards,
                     id: route.id.clone(),
@@ -218,7 +220,19 @@ impl CompiledPolicy {
                     public: route.public,
                 });
             }
+            let client_certs = match &resource.client_certificates {
+                Some(c) => Some(Arc::new(
+                    crate::client_cert::ClientCertCheck::compile(c).map_err(|reason| {
+                        CompileError::ClientCertificates {
+                            resource: resource.name.clone(),
+                            reason,
+                        }
+                    })?,
+                )),
+                None => None,
+            };
             resources.push(CompiledResource {
+                client_certs,
                 name: resource.name.clone(),
                 hosts: resource
                     .hosts
@@ -257,6 +271,11 @@ impl CompiledPolicy {
     /// tokens, which never serves a verification made under another policy).
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// Whether some resource takes client certificates (the listener then asks for one).
+    pub fn wants_client_certificates(&self) -> bool {
+        self.resources.iter().any(|r| r.client_certs.is_some())
     }
 
     /// `(issuer id, URL)` of every issuer whose keys come from a `jwks_url`.

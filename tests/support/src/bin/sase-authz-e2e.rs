@@ -17,6 +17,10 @@
 //!   the JWK set the edge publishes) instead of the client's, with only the configured claims;
 //!   a resource that does not present the device certificate cannot reach it.
 //!
+//! * mTLS client certificates on the HTTPS listener: a certificate from the resource's CA as
+//!   the alternative to a token (identity from its DNS SAN, ownership rules reading it as
+//!   `sub`), or required in addition to the token; other CAs and missing certificates refused.
+//!
 //! Ends with `authz_e2e passed=<n> failed=<f>` and fails when `f > 0`.
 
 use std::path::PathBuf;
@@ -44,7 +48,13 @@ struct Args {
 const ISS: &str = "https://idp.authz.test";
 const AUD: &str = "accounts";
 
-fn policy(key: &IssuerKey, app: &str, tls_upstream: &str, upstream_ca: &str) -> Result<Value> {
+fn policy(
+    key: &IssuerKey,
+    app: &str,
+    tls_upstream: &str,
+    upstream_ca: &str,
+    client_ca: &str,
+) -> Result<Value> {
     Ok(json!({
         "issuers": [{
             "id": "idp", "issuer": ISS, "audiences": [AUD], "algorithms": ["EdDSA"],
@@ -76,6 +86,24 @@ fn policy(key: &IssuerKey, app: &str, tls_upstream: &str, upstream_ca: &str) -> 
                 "issuers": ["idp"], "waf": {"mode": "off"},
                 "egress": {"allow_hosts": ["api.partner.example"]},
                 "routes": [{"id": "any", "methods": ["GET"], "path": "/health"}]
+            },
+            {
+                // mTLS as the alternative to a token; ownership reads the certificate's SAN.
+                "name": "mtls-alt", "hosts": ["alt.test"], "upstream": app,
+                "waf": {"mode": "off"},
+                "client_certificates": {"ca_pem": client_ca, "identity": "dns",
+                                        "mode": "alternative"},
+                "routes": [{"id": "account", "methods": ["GET"], "path": "/accounts/{id}",
+                            "owner": [{"path": "id", "claim": "sub"}]}]
+            },
+            {
+                // mTLS in addition to the token.
+                "name": "mtls-add", "hosts": ["add.test"], "upstream": app, "issuers": ["idp"],
+                "waf": {"mode": "off"},
+                "client_certificates": {"ca_pem": client_ca, "mode": "additional",
+                                        "identity": "dns"},
+                "routes": [{"id": "health", "methods": ["GET"], "path": "/health",
+                            "scopes": ["accounts:read"]}]
             },
             {
                 // A third-party API (API10): its answers must match the document.
@@ -263,16 +291,34 @@ async fn main() -> Result<()> {
     let upstream_tls = TlsUpstream::new().await?;
     let tls_upstream = format!("https://localhost:{}", upstream_tls.port);
 
+    // Client certificates: one CA the mTLS resources trust, one they do not.
+    let client_ca = TestCa::new()?;
+    let other_ca = TestCa::new()?;
+
     let key = IssuerKey::generate();
     let alice = token(&key, "alice", "acme")?;
-    let stack = Stack::start(
+    let stack = Stack::start_with_edge_args(
         &args.bin_dir,
         &args.work_dir,
         None,
-        &policy(&key, &app, &tls_upstream, &upstream_tls.ca_pem)?,
+        &policy(
+            &key,
+            &app,
+            &tls_upstream,
+            &upstream_tls.ca_pem,
+            &client_ca.cert.pem(),
+        )?,
         "127.0.0.1:0",
+        &["--https-listen".to_string(), "127.0.0.1:0".to_string()],
     )
     .await?;
+    let edge_https = stack
+        .edge_line
+        .split_whitespace()
+        .find(|w| w.starts_with("https://"))
+        .map(|w| w.trim_end_matches(',').to_string())
+        .ok_or_else(|| anyhow!("no HTTPS listener in {:?}", stack.edge_line))?;
+    let edge_ca = std::fs::read(args.work_dir.join("edge/tls/ca.pem"))?;
     let tenant_ca = std::fs::read(args.work_dir.join("edge/tenant-ca.pem"))?;
     let upstream_ca_pem = upstream_tls.ca_pem.clone();
     upstream_tls.serve(&tenant_ca)?;
@@ -552,6 +598,86 @@ async fn main() -> Result<()> {
             .ok_or(format!("{} {}", nocert.status, nocert.text)),
     );
 
+    // mTLS client certificates on the HTTPS listener.
+    let https = |identity: Option<reqwest::Identity>| -> Result<reqwest::Client> {
+        let mut b = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&edge_ca)?)
+            .timeout(Duration::from_secs(15));
+        if let Some(identity) = identity {
+            b = b.identity(identity);
+        }
+        Ok(b.build()?)
+    };
+    let with_alice_cert = https(Some(client_ca.identity("alice.clients.test")?))?;
+    let with_foreign_cert = https(Some(other_ca.identity("alice.clients.test")?))?;
+    let without_cert = https(None)?;
+    let mtls_cases: Vec<(&str, &reqwest::Client, Call, u16, &str)> = vec![
+        (
+            "mTLS alternative: the certificate alone is the identity",
+            &with_alice_cert,
+            Call::new(Method::GET, "/accounts/alice.clients.test").host("alt.test"),
+            200,
+            "",
+        ),
+        (
+            "mTLS alternative: ownership rules read the certificate's identity",
+            &with_alice_cert,
+            Call::new(Method::GET, "/accounts/bob.clients.test").host("alt.test"),
+            403,
+            "object_not_owned",
+        ),
+        (
+            "mTLS alternative: neither certificate nor token",
+            &without_cert,
+            Call::new(Method::GET, "/accounts/alice.clients.test").host("alt.test"),
+            401,
+            "token_missing",
+        ),
+        (
+            "mTLS: a certificate from another CA",
+            &with_foreign_cert,
+            Call::new(Method::GET, "/accounts/alice.clients.test").host("alt.test"),
+            401,
+            "client_cert_invalid",
+        ),
+        (
+            "mTLS additional: a token without a certificate",
+            &without_cert,
+            Call::new(Method::GET, "/health")
+                .host("add.test")
+                .bearer(&alice),
+            401,
+            "client_cert_missing",
+        ),
+        (
+            "mTLS additional: a certificate without a token",
+            &with_alice_cert,
+            Call::new(Method::GET, "/health").host("add.test"),
+            401,
+            "token_missing",
+        ),
+        (
+            "mTLS additional: certificate and token",
+            &with_alice_cert,
+            Call::new(Method::GET, "/health")
+                .host("add.test")
+                .bearer(&alice),
+            200,
+            "",
+        ),
+    ];
+    for (name, client, call, status, reason) in mtls_cases {
+        let answer = call.send(client, &edge_https).await?;
+        let ok = answer.status == status && (reason.is_empty() || answer.json()["error"] == reason);
+        report(
+            name,
+            ok.then_some(()).ok_or(format!(
+                "{} {} (want {status} {reason})",
+                answer.status, answer.text
+            )),
+        );
+    }
+
     println!("authz_e2e passed={passed} failed={failed}");
     drop(stack);
     if failed > 0 {
@@ -724,5 +850,35 @@ impl TlsUpstream {
             }
         });
         Ok(())
+    }
+}
+
+/// A CA issuing client certificates with a DNS SAN (and client-auth usage).
+struct TestCa {
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+impl TestCa {
+    fn new() -> Result<TestCa> {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        Ok(TestCa {
+            cert: params.self_signed(&key)?,
+            key,
+        })
+    }
+
+    /// A client identity (certificate + key) named `dns`.
+    fn identity(&self, dns: &str) -> Result<reqwest::Identity> {
+        use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, KeyPair};
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(vec![dns.to_string()])?;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &self.cert, &self.key)?;
+        let pem = format!("{}{}", cert.pem(), key.serialize_pem());
+        Ok(reqwest::Identity::from_pem(pem.as_bytes())?)
     }
 }
