@@ -254,7 +254,7 @@ pub async fn list_inventory(
         None => (0, Policy::default()),
     };
     let rows = sqlx::query(
-        "SELECT resource, route, method, template, SUM(count) AS count, SUM(denied) AS denied, COUNT(DISTINCT device_id) AS devices, MIN(first_seen_ms) AS first_seen_ms, MAX(last_seen_ms) AS last_seen_ms \
+        "SELECT resource, route, method, template, CAST(SUM(count) AS BIGINT) AS count, CAST(SUM(denied) AS BIGINT) AS denied, COUNT(DISTINCT device_id) AS devices, MIN(first_seen_ms) AS first_seen_ms, MAX(last_seen_ms) AS last_seen_ms \
          FROM api_inventory WHERE tenant_id = $1 GROUP BY resource, route, method, template",
     )
     .bind(&tenant_id)
@@ -325,4 +325,66 @@ pub async fn list_inventory(
         shadow,
         zombie,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Policy {
+        let yaml = r#"
+issuers:
+  - {id: idp, issuer: "https://idp", audiences: [a], algorithms: [EdDSA],
+     keys: {jwks: {keys: [{kty: OKP, crv: Ed25519, kid: k, x: "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}}}
+resources:
+  - name: orders
+    upstream: http://127.0.0.1:9
+    issuers: [idp]
+    routes:
+      - {id: orders, methods: [GET], path: /orders}
+      - {id: order, methods: [GET, DELETE], path: "/orders/{id}"}
+      - {id: old, methods: [GET], path: /v1/orders, retired: true}
+      - {id: export, methods: [GET], path: /export}
+    api:
+      openapi:
+        openapi: 3.1.0
+        info: {title: t, version: "1"}
+        paths:
+          /orders: {get: {responses: {"200": {description: ok}}}}
+          /orders/{orderId}: {get: {responses: {"200": {description: ok}}}}
+          /export: {get: {deprecated: true, responses: {"200": {description: ok}}}}
+  - name: plain
+    upstream: http://127.0.0.1:9
+    issuers: [idp]
+    routes:
+      - {id: all, methods: [GET], path: /plain}
+"#;
+        Policy::parse_yaml(yaml).expect("policy")
+    }
+
+    #[test]
+    fn routes_are_classified_against_the_document_and_retirement() {
+        let p = policy();
+        let status = |res: &str, route: &str, method: &str| classify(&p, res, route, method);
+        assert_eq!(
+            status("orders", "orders", "GET").1,
+            EndpointStatus::Documented
+        );
+        let (template, s, _) = status("orders", "order", "GET");
+        assert_eq!(
+            (template.as_str(), s),
+            ("/orders/{id}", EndpointStatus::Documented)
+        );
+        // DELETE is routed but not in the document.
+        assert_eq!(
+            status("orders", "order", "DELETE").1,
+            EndpointStatus::Shadow
+        );
+        assert_eq!(status("orders", "old", "GET").1, EndpointStatus::Zombie);
+        assert_eq!(status("orders", "export", "GET").1, EndpointStatus::Zombie);
+        assert_eq!(status("orders", "gone", "GET").1, EndpointStatus::Shadow);
+        assert_eq!(status("nope", "orders", "GET").1, EndpointStatus::Shadow);
+        // A resource without a document: its routes document themselves.
+        assert_eq!(status("plain", "all", "GET").1, EndpointStatus::Documented);
+    }
 }

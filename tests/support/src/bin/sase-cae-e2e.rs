@@ -50,6 +50,9 @@ struct Args {
     /// Scratch directory.
     #[arg(long)]
     work_dir: PathBuf,
+    /// PostgreSQL URL for the control plane (default: SQLite in the work directory).
+    #[arg(long, env = "SASE_E2E_DATABASE_URL")]
+    database_url: Option<String>,
 }
 
 const ISS: &str = "https://idp.cae.test";
@@ -267,7 +270,7 @@ async fn main() -> Result<()> {
     let mut stack = Stack::start(
         &args.bin_dir,
         &args.work_dir,
-        None,
+        args.database_url.as_deref(),
         &policy(&users, &format!("http://{upstream_addr}")),
         "127.0.0.1:0",
     )
