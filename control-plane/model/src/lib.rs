@@ -11,6 +11,7 @@
 //! * [`merkle`] — RFC 6962 Merkle trees over stored events, inclusion proofs, signed tree heads.
 //! * [`audit_export`] — the JSON-lines audit export checked offline by `sase-audit verify`.
 //! * [`ocsf`] — the OCSF 1.1 form of audit events, for SIEM export.
+//! * [`incident`] — NIS2 Art. 23 reporting deadlines of an incident (24 h, 72 h, one month).
 //! * [`fleet`] — tenants, sites, devices and enrolment messages.
 //! * [`channel`] — the messages carried on the edge <-> control-plane channel.
 //! * [`caep`] — revocations from CAEP Security Event Tokens, pushed to edges.
@@ -38,6 +39,7 @@ pub mod canonical;
 pub mod channel;
 pub mod egress;
 pub mod fleet;
+pub mod incident;
 pub mod inventory;
 pub mod graphql;
 pub mod limits;

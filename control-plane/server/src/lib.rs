@@ -11,11 +11,12 @@
 //! * [`rbac`] — MSP → customer tenancy, roles, permissions and the one `authorize` check.
 //! * [`admins`] — admin management, TOTP MFA, the admin-action trail query.
 //! * [`admin_audit`] — recording admin actions (hash-chained, with before/after diffs).
+//! * [`siem`] — forwarding each tenant's audit trail to its SIEMs (syslog RFC 5424 over
+//!   TCP/TLS, JSON lines, OCSF), at least once, with a persisted cursor.
 //! * [`caep`] — continuous access evaluation: the SET push endpoint (RFC 8935), transmitter
 //!   settings, revocations pushed to edges.
 //! * [`inventory`] — the API inventory edges report: shadow and zombie endpoints (API9).
-//! * [`siem`] — forwarding each tenant's audit trail to its SIEMs (syslog RFC 5424 over
-//!   TCP/TLS, JSON lines, OCSF), at least once, with a persisted cursor.
+//! * [`incidents`] — incidents from audit events, NIS2 Art. 23 deadlines with alerts, reports.
 //! * [`totp`] — RFC 6238 codes.
 //! * [`pki`] — tenant CAs, device certificates, the server's TLS identity.
 //! * [`tls`] — rustls configuration, the dynamic device-certificate verifier, the accept loop.
@@ -33,6 +34,7 @@ pub mod auth;
 pub mod caep;
 pub mod channel;
 pub mod error;
+pub mod incidents;
 pub mod inventory;
 pub mod openapi;
 pub mod pki;
@@ -41,8 +43,8 @@ pub mod siem;
 pub mod state;
 pub mod store;
 pub mod tls;
-pub mod updates;
 pub mod totp;
+pub mod updates;
 
 use std::sync::Arc;
 
@@ -92,6 +94,14 @@ pub fn router(state: SharedState) -> Router {
             get(api::verify_device_chain),
         )
         .route(
+            "/tenants/{tenant_id}/siem/sinks",
+            get(siem::list_sinks).post(siem::create_sink),
+        )
+        .route(
+            "/tenants/{tenant_id}/siem/sinks/{sink_id}",
+            delete(siem::delete_sink),
+        )
+        .route(
             "/tenants/{tenant_id}/caep/transmitter",
             get(caep::get_transmitter).put(caep::put_transmitter),
         )
@@ -105,12 +115,28 @@ pub fn router(state: SharedState) -> Router {
             get(inventory::list_inventory),
         )
         .route(
-            "/tenants/{tenant_id}/siem/sinks",
-            get(siem::list_sinks).post(siem::create_sink),
+            "/tenants/{tenant_id}/incidents",
+            get(incidents::list).post(incidents::create),
         )
         .route(
-            "/tenants/{tenant_id}/siem/sinks/{sink_id}",
-            delete(siem::delete_sink),
+            "/tenants/{tenant_id}/incidents/{incident_id}",
+            get(incidents::get),
+        )
+        .route(
+            "/tenants/{tenant_id}/incidents/{incident_id}/events",
+            post(incidents::link),
+        )
+        .route(
+            "/tenants/{tenant_id}/incidents/{incident_id}/submissions",
+            post(incidents::submit),
+        )
+        .route(
+            "/tenants/{tenant_id}/incidents/{incident_id}/close",
+            post(incidents::close),
+        )
+        .route(
+            "/tenants/{tenant_id}/incidents/{incident_id}/report",
+            get(incidents::report),
         )
         .route("/alerts", get(api::list_alerts))
         .route("/me", get(admins::me))

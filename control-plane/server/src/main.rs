@@ -167,6 +167,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         state.clone(),
         std::time::Duration::from_secs(args.logging_silence_secs.max(1)),
     ));
+    tokio::spawn(sase_control::incidents::run_deadline_watch(
+        state.clone(),
+        std::time::Duration::from_secs(60),
+    ));
     tokio::spawn(sase_control::siem::run_forwarder(
         state.clone(),
         std::time::Duration::from_millis(args.siem_poll_ms.clamp(50, 60_000)),

@@ -70,6 +70,7 @@ impl Role {
                 PolicyWrite,
                 AuditRead,
                 AuditSign,
+                IncidentsManage,
                 AlertsRead,
                 AdminsRead,
                 AdminActionsRead,
@@ -84,6 +85,7 @@ impl Role {
                 PolicyWrite,
                 AuditRead,
                 AuditSign,
+                IncidentsManage,
                 AlertsRead,
                 AdminsRead,
                 AdminsManage,
@@ -158,11 +160,13 @@ pub enum Permission {
     AdminActionsRead,
     /// Create API tokens.
     TokensCreate,
+    /// Open, update and close incidents (reading them is `AuditRead`).
+    IncidentsManage,
 }
 
 impl Permission {
     /// Every permission.
-    pub const ALL: [Permission; 14] = [
+    pub const ALL: [Permission; 15] = [
         Permission::TenantsRead,
         Permission::TenantsCreate,
         Permission::SitesWrite,
@@ -177,6 +181,7 @@ impl Permission {
         Permission::AdminsManage,
         Permission::AdminActionsRead,
         Permission::TokensCreate,
+        Permission::IncidentsManage,
     ];
 
     /// The scope name.
@@ -196,6 +201,7 @@ impl Permission {
             Permission::AdminsManage => "admins.manage",
             Permission::AdminActionsRead => "admin_actions.read",
             Permission::TokensCreate => "tokens.create",
+            Permission::IncidentsManage => "incidents.manage",
         }
     }
 

@@ -124,6 +124,22 @@ fn classify(method: &str, path: &str) -> Option<(Scoping, Option<&'static str>, 
         }
         ("GET", "/api/tenants/{tenant_id}/caep/revocations") => (Tenant, Some("policy.read"), true),
         ("GET", "/api/tenants/{tenant_id}/inventory") => (Tenant, Some("policy.read"), true),
+        ("GET", "/api/tenants/{tenant_id}/siem/sinks") => (Tenant, Some("audit.read"), true),
+        ("POST", "/api/tenants/{tenant_id}/siem/sinks") => (Tenant, Some("audit.sign"), true),
+        ("DELETE", "/api/tenants/{tenant_id}/siem/sinks/{sink_id}") => {
+            (Tenant, Some("audit.sign"), false)
+        }
+        ("GET", "/api/tenants/{tenant_id}/incidents") => (Tenant, Some("audit.read"), true),
+        ("POST", "/api/tenants/{tenant_id}/incidents") => (Tenant, Some("incidents.manage"), true),
+        ("GET", "/api/tenants/{tenant_id}/incidents/{incident_id}")
+        | ("GET", "/api/tenants/{tenant_id}/incidents/{incident_id}/report") => {
+            (Tenant, Some("audit.read"), false)
+        }
+        ("POST", "/api/tenants/{tenant_id}/incidents/{incident_id}/events")
+        | ("POST", "/api/tenants/{tenant_id}/incidents/{incident_id}/submissions")
+        | ("POST", "/api/tenants/{tenant_id}/incidents/{incident_id}/close") => {
+            (Tenant, Some("incidents.manage"), false)
+        }
         _ => return None,
     })
 }
@@ -412,6 +428,23 @@ async fn main() -> Result<()> {
                         "username": format!("iso-new-{n}"), "password": PASSWORD,
                         "role": "customer_auditor", "tenant_id": ids["{tenant_id}"]})),
                     ("POST", "/api/me/mfa/confirm") => Some(json!({"code": "000000"})),
+                    // Valid bodies, so that lower roles meet the permission check, not the
+                    // body parser.
+                    ("POST", "/api/tenants/{tenant_id}/siem/sinks") => Some(json!({
+                        "name": format!("iso-{n}"), "format": "json_lines",
+                        "transport": "tcp", "address": "127.0.0.1:9"})),
+                    ("POST", "/api/tenants/{tenant_id}/incidents") => {
+                        Some(json!({"title": format!("iso {n}"), "severity": "low"}))
+                    }
+                    ("POST", "/api/tenants/{tenant_id}/incidents/{incident_id}/events") => {
+                        Some(json!({"references": []}))
+                    }
+                    ("POST", "/api/tenants/{tenant_id}/incidents/{incident_id}/submissions") => {
+                        Some(json!({"milestone": "early_warning"}))
+                    }
+                    ("POST", "/api/tenants/{tenant_id}/incidents/{incident_id}/close") => {
+                        Some(json!({"note": "iso"}))
+                    }
                     ("POST", _) => Some(json!({})),
                     _ => None,
                 }
