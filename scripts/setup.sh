@@ -17,6 +17,7 @@ APT_PACKAGES=(
   redis-server
   python3 python3-venv
   rsyslog rsyslog-gnutls openssl
+  mmdebstrap qemu-system-x86 squashfs-tools busybox-static fdisk cpio dosfstools mtools socat
 )
 # Extra packages a caller needs (e.g. the WAF comparison scripts): SETUP_EXTRA="nginx wrk".
 read -r -a EXTRA <<< "${SETUP_EXTRA:-}"

@@ -87,4 +87,7 @@ QUIC_FALLBACK_ROUNDS=5 QUIC_FALLBACK_DROP_ROUNDS=2 tests/perf/quic-fallback.sh
 step "HTTP/3 vs HTTPS/TCP throughput smoke (debug build, 2 s per transport; the figure comes from the release run, docs/PERFORMANCE.md)"
 SASE_PROFILE=debug H3_PERF_SECONDS=2 H3_PERF_ROUNDS=1 tests/perf/h3.sh
 
+step "appliance image: build, boot under QEMU (TCG) to enforcing (smoke; IMAGE_BOOT_FULL=1 adds the signed update, the rollback and the tampered updates)"
+if [ "${IMAGE_BOOT_FULL:-0}" = 1 ]; then tests/image/boot.sh; else IMAGE_BOOT_SMOKE=1 tests/image/boot.sh; fi
+
 printf '\n=== all checks passed in %ss\n' "$((SECONDS - STARTED))"

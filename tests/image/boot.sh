@@ -10,6 +10,8 @@
 #
 #   sudo tests/image/boot.sh            # full (about 10-20 minutes on 2 cores)
 #   IMAGE_BOOT_SMOKE=1 sudo tests/image/boot.sh   # build + one boot to enforcing (CI)
+#   IMAGE_BOOT_PROFILE=debug|release              # which sase-edge goes in (smoke: debug)
+#   IMAGE_BOOT_CONFIRM_WINDOW=90                  # seconds a trial slot has to confirm
 #
 # The Debian root tarball and the vendor key are cached in target/image-cache between runs.
 set -euo pipefail
@@ -27,8 +29,18 @@ for tool in qemu-system-x86_64 socat mcopy sfdisk jq; do
   }
 done
 
-cargo build -q -p sase-control -p sase-testkit
-# The image: version 1 with the real edge (release build, reused when up to date).
+# The smoke run puts the debug edge (already built by the other tests) into the image so that
+# CI does not wait for a release build; the full run uses the release build, as shipped.
+PROFILE=${IMAGE_BOOT_PROFILE:-$([ "$SMOKE" = 1 ] && echo debug || echo release)}
+if [ "$PROFILE" = debug ]; then
+  cargo build -q -p sase-control -p sase-testkit -p sase-edge --bins
+  export SASE_EDGE_BIN=$TARGET_DIR/debug/sase-edge SASE_IMAGE_TOOL=$TARGET_DIR/debug/sase-image
+else
+  cargo build -q -p sase-control -p sase-testkit
+  cargo build -q --release -p sase-edge --bins
+  export SASE_EDGE_BIN=$TARGET_DIR/release/sase-edge SASE_IMAGE_TOOL=$TARGET_DIR/release/sase-image
+fi
+# The image: version 1.
 SASE_IMAGE_OUT=$OUT SASE_IMAGE_VERSION=1 SASE_CONFIRM_WINDOW=$WINDOW image/build.sh
 
 extra=()
@@ -42,8 +54,8 @@ if [ "$SMOKE" != 1 ]; then
     image/build.sh --update-only
   SASE_IMAGE_OUT=$OUT SASE_IMAGE_VERSION=4 SASE_CONFIRM_WINDOW=$WINDOW image/build.sh --update-only
   KREL=$(jq -r .kernel_release "$OUT/build.json")
-  "$TARGET_DIR/release/sase-image" keygen --out "$WORK/foreign.key" >/dev/null
-  "$TARGET_DIR/release/sase-image" pack --key "$WORK/foreign.key" --payload "$OUT/rootfs-v4.squashfs" \
+  "$SASE_IMAGE_TOOL" keygen --out "$WORK/foreign.key" >/dev/null
+  "$SASE_IMAGE_TOOL" pack --key "$WORK/foreign.key" --payload "$OUT/rootfs-v4.squashfs" \
     --version 4 --label foreign --kernel-release "$KREL" --out "$WORK/foreign.sasu" >/dev/null
   extra=(--update "$OUT/sase-edge-v2.sasu" --broken-update "$OUT/sase-edge-v3.sasu"
     --tamper-update "$OUT/sase-edge-v4.sasu" --foreign-update "$WORK/foreign.sasu")

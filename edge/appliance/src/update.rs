@@ -310,6 +310,9 @@ pub fn start(edge: Arc<Edge>, tls: Arc<rustls::ClientConfig>) -> anyhow::Result<
             agent.config.version
         );
         println!("sase-image: ROLLED BACK: {detail}");
+        if let Some(v) = version {
+            remember_failed(&agent.config.work_dir, v);
+        }
         audit(
             &edge,
             EventKind::UpdateRolledBack,
@@ -402,6 +405,25 @@ async fn confirm_when_healthy(edge: Arc<Edge>) {
     }
 }
 
+/// Versions that rolled back on this device, one per line in `<work_dir>/failed-versions`.
+fn failed_before(work_dir: &Path, version: u64) -> bool {
+    std::fs::read_to_string(work_dir.join("failed-versions"))
+        .is_ok_and(|t| t.lines().any(|l| l.trim().parse::<u64>() == Ok(version)))
+}
+
+fn remember_failed(work_dir: &Path, version: u64) {
+    if failed_before(work_dir, version) {
+        return;
+    }
+    let _ = std::fs::create_dir_all(work_dir);
+    let path = work_dir.join("failed-versions");
+    let mut text = std::fs::read_to_string(&path).unwrap_or_default();
+    text.push_str(&format!("{version}\n"));
+    if let Err(err) = crate::identity::write_atomic(&path, text.as_bytes(), 0o644) {
+        tracing::error!("recording the failed version {version}: {err:#}");
+    }
+}
+
 /// Handles an offer from the control plane (in the background).
 pub fn offered(edge: Arc<Edge>, offer: UpdateOffer) {
     let Some(agent) = AGENT.get() else {
@@ -416,6 +438,21 @@ pub fn offered(edge: Arc<Edge>, offer: UpdateOffer) {
         return;
     };
     let state = read_state(&agent.config.boot_state).unwrap_or_default();
+    if failed_before(&agent.config.work_dir, offer.version) {
+        // Re-offered after it rolled back here (the control plane re-sends open offers after
+        // each hello): do not loop through the same broken firmware.
+        queue(agent.report(
+            Some(offer.id),
+            UpdateState::RolledBack,
+            Some(offer.version),
+            format!(
+                "version {} rolled back on this device before; not installing it again",
+                offer.version
+            ),
+            &state,
+        ));
+        return;
+    }
     if offer.version <= agent.config.version
         || state.on_trial()
         || agent.busy.swap(true, Ordering::SeqCst)
