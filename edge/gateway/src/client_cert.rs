@@ -199,7 +199,7 @@ mod tests {
             vec![SanType::DnsName("x.example".try_into().expect("dns"))],
         );
         assert_eq!(
-            check(&ca_a, SanKind::Uri).verify(&[no_uri.clone()], now_ms()),
+            check(&ca_a, SanKind::Uri).verify(std::slice::from_ref(&no_uri), now_ms()),
             Err(Reason::ClientCertInvalid)
         );
         // Far in the future the certificate has expired.

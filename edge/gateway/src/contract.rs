@@ -120,8 +120,12 @@ pub struct Operation {
     components: Arc<Value>,
     /// Validators of the response schemas, compiled on first use (only third-party APIs
     /// validate responses: see [`ApiHandle::validate_response`]) and kept with the operation.
-    response_validators: std::sync::OnceLock<Vec<(StatusKey, Option<Result<Validator, ()>>)>>,
+    response_validators: std::sync::OnceLock<Vec<ResponseValidator>>,
 }
+
+/// A declared response status, and the validator of its JSON schema (`None`: no schema;
+/// `Err`: the schema does not compile).
+type ResponseValidator = (StatusKey, Option<Result<Validator, ()>>);
 
 impl fmt::Debug for Operation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
