@@ -8,6 +8,8 @@ port. Prints one table and ends with `quic_e2e passed=<n> failed=<m>`.
 import argparse
 import asyncio
 import base64
+import http.server
+import threading
 import json
 import os
 import sys
@@ -47,12 +49,38 @@ class Issuer:
         return f"{head}.{body}.{b64u(sig)}"
 
 
+class AltSvcUpstream(http.server.BaseHTTPRequestHandler):
+    """An upstream that advertises HTTP/3 itself (the edge must not pass that on under `block`)."""
+
+    def do_GET(self):
+        body = b"upstream with its own Alt-Svc"
+        self.send_response(200)
+        self.send_header("Alt-Svc", 'h3=":443"; ma=86400, h2="alt.example:443"')
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+ALT_UPSTREAM = None
+
+
 def policy(issuer, quic):
+    alt = [
+        {
+            "name": "alt",
+            "hosts": ["alt.example"],
+            "upstream": ALT_UPSTREAM,
+            "routes": [{"id": "root", "methods": ["GET"], "path": "/", "public": True}],
+        }
+    ]
     return {
         "issuers": [
             {"id": "idp", "issuer": ISS, "audiences": [AUD], "algorithms": ["EdDSA"], "keys": {"jwks": issuer.jwks}}
         ],
-        "resources": [
+        "resources": alt + [
             {
                 "name": "orders",
                 "upstream": "$UPSTREAM",
@@ -113,6 +141,10 @@ class Checks:
 async def run(args):
     checks = Checks()
     issuer = Issuer()
+    global ALT_UPSTREAM
+    alt_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), AltSvcUpstream)
+    threading.Thread(target=alt_server.serve_forever, daemon=True).start()
+    ALT_UPSTREAM = f"http://127.0.0.1:{alt_server.server_address[1]}"
     work = args.work_dir
     first = os.path.join(work, "policy-0.json")
     os.makedirs(work, exist_ok=True)
@@ -158,6 +190,14 @@ async def run(args):
             f"HTTPS answers advertise Alt-Svc h3 on port {udp_port}: {resp['headers'].get('alt-svc')!r}",
         )
 
+        resp = await asyncio.to_thread(
+            h3client.tcp_request, https_host, https_port, ca, "GET", "alt.example", "/"
+        )
+        checks.check(
+            resp["status"] == 200 and resp["headers"].get("alt-svc", "").startswith(f'h3=":{udp_port}"'),
+            f"inspect: the edge's Alt-Svc replaces the upstream's ({resp['headers'].get('alt-svc')!r})",
+        )
+
         # 2. sni_filter through the relay to a real HTTP/3 origin.
         cert, key = os.path.join(work, "origin.pem"), os.path.join(work, "origin.key")
         h3client.gen_cert(["allowed.example", "denied.example"], cert, key)
@@ -196,6 +236,13 @@ async def run(args):
         checks.check(
             resp["status"] == 200 and "alt-svc" not in resp["headers"],
             "block: HTTPS still served, without Alt-Svc",
+        )
+        resp = await asyncio.to_thread(
+            h3client.tcp_request, https_host, https_port, ca, "GET", "alt.example", "/"
+        )
+        checks.check(
+            resp["status"] == 200 and resp["headers"].get("alt-svc") == 'h2="alt.example:443"',
+            f"block: the upstream's Alt-Svc h3 is stripped, other entries kept ({resp['headers'].get('alt-svc')!r})",
         )
         stack.policy(policy(issuer, {"mode": "drop"}), os.path.join(work, "policy-3.json"))
         started = time.monotonic()
