@@ -11,8 +11,10 @@ use sase_model::inventory::{path_template, InventoryEntry, MAX_INVENTORY_ENTRIES
 /// Longest method kept (longer ones are counted as `?`).
 const MAX_METHOD_BYTES: usize = 16;
 
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug)]
 struct Counts {
+    /// (resource, route, method, template).
+    endpoint: (String, String, String, String),
     count: u64,
     denied: u64,
     last_seen_ms: i64,
@@ -21,7 +23,8 @@ struct Counts {
 /// Request counts since the last [`InventoryCounter::drain`].
 #[derive(Debug)]
 pub struct InventoryCounter {
-    counts: HashMap<(String, String, String, String), Counts>,
+    /// By the endpoint's fields joined with NUL (one allocation per counted request).
+    counts: HashMap<String, Counts>,
     dropped: u64,
     max_entries: usize,
 }
@@ -65,12 +68,7 @@ impl InventoryCounter {
         } else {
             String::new()
         };
-        let key = (
-            resource.to_string(),
-            route.to_string(),
-            method.to_string(),
-            template,
-        );
+        let key = format!("{resource}\0{route}\0{method}\0{template}");
         let full = self.counts.len() >= self.max_entries;
         let entry = match self.counts.get_mut(&key) {
             Some(entry) => entry,
@@ -78,7 +76,17 @@ impl InventoryCounter {
                 self.dropped += 1;
                 return;
             }
-            None => self.counts.entry(key).or_default(),
+            None => self.counts.entry(key).or_insert(Counts {
+                endpoint: (
+                    resource.to_string(),
+                    route.to_string(),
+                    method.to_string(),
+                    template,
+                ),
+                count: 0,
+                denied: 0,
+                last_seen_ms: now_ms,
+            }),
         };
         entry.count += 1;
         if denied {
@@ -98,15 +106,20 @@ impl InventoryCounter {
         let mut entries: Vec<InventoryEntry> = self
             .counts
             .drain()
-            .map(|((resource, route, method, template), c)| InventoryEntry {
-                resource,
-                route,
-                method,
-                template,
-                count: c.count,
-                denied: c.denied,
-                last_seen_ms: c.last_seen_ms,
-            })
+            .map(|(_, c)| (c.endpoint, c.count, c.denied, c.last_seen_ms))
+            .map(
+                |((resource, route, method, template), count, denied, last_seen_ms)| {
+                    InventoryEntry {
+                        resource,
+                        route,
+                        method,
+                        template,
+                        count,
+                        denied,
+                        last_seen_ms,
+                    }
+                },
+            )
             .collect();
         entries.sort_by(|a, b| {
             (&a.resource, &a.route, &a.template, &a.method).cmp(&(
