@@ -63,6 +63,9 @@ SASE_PROFILE=debug AUDIT_PERF_EVENTS=20000 tests/perf/audit.sh
 step "API contract end-to-end: OpenAPI request checks, response scrubbing, error rewriting, headers, CORS (expects failed=0)"
 tests/e2e/contract.sh
 
+step "authorization guards end-to-end: API1 ownership, API7 egress allowlist, API10 third-party responses, GraphQL limits, token translation + upstream mTLS, listener client certificates (expects failed=0)"
+tests/e2e/authz.sh
+
 step "audit delivery under faults: SIGKILL edge / control plane / both under load, bounded spool in alert and fail-closed modes (expects lost=0 duplicated=0)"
 tests/e2e/audit-faults.sh
 

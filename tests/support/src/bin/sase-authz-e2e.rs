@@ -65,7 +65,9 @@ fn policy(
                 "name": "accounts", "upstream": app, "issuers": ["idp"],
                 "waf": {"mode": "off"},
                 // The app runs on loopback: allowed for the upstream only.
-                "egress": {"upstream_networks": ["127.0.0.1/32"]},
+                // Webhooks may reach the partner's hook service (127.0.0.3) and public hosts.
+                "egress": {"upstream_networks": ["127.0.0.1/32"],
+                           "allow_networks": ["127.0.0.3/32"]},
                 "graphql": {"routes": ["graphql"], "max_depth": 3, "max_aliases": 2,
                             "max_root_fields": 3, "max_complexity": 40},
                 "routes": [
@@ -282,6 +284,13 @@ async fn main() -> Result<()> {
     let internal_port = internal.local_addr()?.port();
     tokio::spawn(sase_testkit::demo_app::serve(
         internal,
+        std::future::pending::<()>(),
+    ));
+    // A partner's hook service on a loopback address the allowlist names explicitly.
+    let hooks = TcpListener::bind("127.0.0.3:0").await?;
+    let hooks_port = hooks.local_addr()?.port();
+    tokio::spawn(sase_testkit::demo_app::serve(
+        hooks,
         std::future::pending::<()>(),
     ));
     let app = format!("http://{app_addr}");
@@ -525,10 +534,12 @@ async fn main() -> Result<()> {
             Call::new(Method::GET, "/orders?tenant=acme"),
         ),
         (
-            // A public address passes the allowlist (the app's fetch then fails: no network).
-            "API7: webhook to a public address",
-            Call::new(Method::POST, "/webhooks")
-                .json(json!({"owner": "alice", "url": "http://93.184.216.34/hook"})),
+            // (Public addresses pass too: unit tests; no traffic leaves loopback here.)
+            "API7: webhook to a network the allowlist names",
+            Call::new(Method::POST, "/webhooks").json(json!({
+                "owner": "alice",
+                "url": format!("http://127.0.0.3:{hooks_port}/health")
+            })),
         ),
         (
             "GraphQL: a query within the limits",
@@ -545,9 +556,11 @@ async fn main() -> Result<()> {
     ];
     for (name, call) in allowed {
         let answer = call.bearer(&alice).send(&http, &edge).await?;
+        // A webhook that went through must also have been fetched by the app.
+        let fetched = answer.json().get("fetched").is_none_or(|f| f == 200);
         report(
             name,
-            (answer.status == 200)
+            (answer.status == 200 && fetched)
                 .then_some(())
                 .ok_or(format!("{} {}", answer.status, answer.text)),
         );
