@@ -81,6 +81,21 @@ impl ClientCertCheck {
     }
 }
 
+/// Whether a PEM text holds CA certificates a verifier can be built from (the control plane
+/// refuses a policy whose CA the edge could not load).
+pub(crate) fn check_ca_pem(pem: &str) -> Result<(), String> {
+    let mut roots = RootCertStore::empty();
+    for cert in rustls_pemfile_certs(pem.as_bytes())? {
+        roots
+            .add(cert)
+            .map_err(|e| format!("CA certificate does not parse: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("holds no CA certificate".into());
+    }
+    Ok(())
+}
+
 /// The first SAN of `kind` in a certificate.
 fn san_identity(cert: &CertificateDer<'_>, kind: SanKind) -> Option<String> {
     let (_, parsed) = X509Certificate::from_der(cert.as_ref()).ok()?;
@@ -210,6 +225,10 @@ mod tests {
         assert_eq!(
             check(&ca_a, SanKind::Uri).verify(&[], now_ms()),
             Err(Reason::ClientCertMissing)
+        );
+        assert!(check_ca_pem(&ca_a.cert.pem()).is_ok());
+        assert!(
+            check_ca_pem("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").is_err()
         );
         assert!(ClientCertCheck::compile(&ClientCertificates {
             ca_pem: "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".into(),

@@ -542,6 +542,26 @@ pub fn check_contracts(
                 });
             }
         }
+        // CA certificates of client certificates and of upstream TLS: they must parse, as the
+        // edge will parse them.
+        let cas = [
+            (
+                "client_certificates",
+                resource.client_certificates.as_ref().map(|c| &c.ca_pem),
+            ),
+            (
+                "upstream_tls",
+                resource.upstream_tls.as_ref().map(|t| &t.ca_pem),
+            ),
+        ];
+        for (block, pem) in cas {
+            if let Some(Err(message)) = pem.map(|p| crate::client_cert::check_ca_pem(p)) {
+                errors.push(sase_model::ValidationError {
+                    path: format!("resources[{r}].{block}.ca_pem"),
+                    message,
+                });
+            }
+        }
     }
     if errors.is_empty() {
         Ok(())

@@ -117,3 +117,29 @@ resources:
     assert_eq!(Reason::EgressRefused.as_str(), "egress_refused");
     assert_eq!(Reason::GraphqlRefused.http_status(), 400);
 }
+
+#[test]
+fn certificates_that_do_not_parse_are_refused_before_publishing() {
+    let text = r#"
+resources:
+  - name: app
+    upstream: https://127.0.0.1:9
+    client_certificates:
+      ca_pem: "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+      mode: alternative
+    upstream_tls:
+      ca_pem: "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+    routes:
+      - {id: r, methods: [GET], path: /r}
+"#;
+    let policy = Policy::parse_yaml(text).expect("the model only checks the PEM's shape");
+    let errors = sase_gateway::check_contracts(&policy).expect_err("the CAs do not parse");
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "resources[0].client_certificates.ca_pem",
+            "resources[0].upstream_tls.ca_pem"
+        ]
+    );
+}
