@@ -62,6 +62,34 @@ pub struct TransmitterSettings {
     pub revocation_ttl_seconds: Option<i64>,
 }
 
+/// At most one `caep_set_refused` alert per tenant in this many milliseconds: the push
+/// endpoint is open to anyone, so refused SETs must not be able to flood the alert table.
+const ALERT_INTERVAL_MS: i64 = 60_000;
+
+/// Whether an alert for `key` may be raised at `now_ms` (and if so, remembers it); the number
+/// of alerts suppressed since the last one.
+fn alert_due(key: &str, now_ms: i64) -> Option<u64> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static LAST: OnceLock<Mutex<HashMap<String, (i64, u64)>>> = OnceLock::new();
+    let mut last = LAST
+        .get_or_init(|| Mutex::new(HashMap::new()))
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if last.len() > 10_000 {
+        last.retain(|_, (at, _)| now_ms - *at < ALERT_INTERVAL_MS);
+    }
+    let entry = last.entry(key.to_string()).or_insert((i64::MIN, 0));
+    if now_ms.saturating_sub(entry.0) >= ALERT_INTERVAL_MS {
+        let suppressed = entry.1;
+        *entry = (now_ms, 0);
+        Some(suppressed)
+    } else {
+        entry.1 += 1;
+        None
+    }
+}
+
 /// RFC 8935 §2.4 error answer.
 fn set_error(err: &'static str, description: impl Into<String>) -> Response {
     (
@@ -411,14 +439,21 @@ pub async fn receive_set(
         Ok(()) => StatusCode::ACCEPTED.into_response(),
         Err(Ok(Refusal(err, description))) => {
             if err != "access_denied" {
-                state
-                    .alert(
-                        Some(&tenant_id),
-                        None,
-                        "caep_set_refused",
-                        format!("{err}: {description}"),
-                    )
-                    .await;
+                if let Some(suppressed) = alert_due(&tenant_id, now_ms()) {
+                    let more = if suppressed > 0 {
+                        format!(" ({suppressed} more refused since the last alert)")
+                    } else {
+                        String::new()
+                    };
+                    state
+                        .alert(
+                            Some(&tenant_id),
+                            None,
+                            "caep_set_refused",
+                            format!("{err}: {description}{more}"),
+                        )
+                        .await;
+                }
             }
             set_error(err, description)
         }
@@ -512,4 +547,62 @@ async fn receive(
             .execute(state.store.pool())
             .await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_set_alerts_are_throttled_per_tenant() {
+        assert_eq!(alert_due("t-throttle", 1_000), Some(0));
+        assert_eq!(alert_due("t-throttle", 2_000), None);
+        assert_eq!(alert_due("t-throttle", 3_000), None);
+        assert_eq!(alert_due("t-other", 3_000), Some(0));
+        assert_eq!(alert_due("t-throttle", 61_000), Some(2));
+    }
+
+    #[test]
+    fn transmitter_keys_must_be_asymmetric_and_suit_an_algorithm() {
+        let settings = |jwks: Value| TransmitterSettings {
+            issuer: "https://idp".into(),
+            audience: "rcv".into(),
+            jwks,
+            revocation_ttl_seconds: None,
+        };
+        let ed = json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "k",
+                                  "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]});
+        assert!(check_settings(&settings(ed)).is_ok());
+        let oct = json!({"keys": [{"kty": "oct", "k": "c2VjcmV0"}]});
+        assert!(check_settings(&settings(oct)).is_err());
+        assert!(check_settings(&settings(json!({"keys": []}))).is_err());
+        let mut bad_ttl = settings(json!({"keys": []}));
+        bad_ttl.revocation_ttl_seconds = Some(1);
+        assert!(check_settings(&bad_ttl).is_err());
+    }
+
+    #[test]
+    fn sets_are_verified_against_the_transmitter() {
+        let settings = TransmitterSettings {
+            issuer: "https://idp".into(),
+            audience: "rcv".into(),
+            jwks: json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "k",
+                                   "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}),
+            revocation_ttl_seconds: None,
+        };
+        // Not a JWT; an HMAC "SET" (no key suits HS256); alg none.
+        for token in [
+            "garbage",
+            "eyJhbGciOiJIUzI1NiIsInR5cCI6InNlY2V2ZW50K2p3dCJ9.e30.c2ln",
+            "eyJhbGciOiJub25lIn0.e30.",
+        ] {
+            assert!(verify_set(token, &settings, 0).is_err(), "{token}");
+        }
+        // A SET whose signature does not verify with the configured key.
+        let forged = "eyJhbGciOiJFZERTQSIsInR5cCI6InNlY2V2ZW50K2p3dCIsImtpZCI6ImsifQ.eyJpc3MiOiJodHRwczovL2lkcCIsImF1ZCI6InJjdiJ9.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        match verify_set(forged, &settings, 0) {
+            Err(Refusal(err, _)) => assert_eq!(err, "authentication_failed"),
+            Ok(_) => panic!("a forged SET verified"),
+        }
+    }
 }

@@ -96,7 +96,7 @@ pub async fn ingest(
         }
     }
     tx.commit().await.map_err(ApiError::internal)?;
-    if full || dropped > 0 {
+    if (full || dropped > 0) && truncation_alert_due(&device.id, crate::state::now_ms()) {
         state
             .alert(
                 Some(&device.tenant_id),
@@ -109,6 +109,24 @@ pub async fn ingest(
             .await;
     }
     Ok(())
+}
+
+/// At most one `inventory_truncated` alert per device and hour (reports come every 2 s).
+fn truncation_alert_due(device_id: &str, now_ms: i64) -> bool {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static LAST: OnceLock<Mutex<HashMap<String, i64>>> = OnceLock::new();
+    let mut last = LAST
+        .get_or_init(|| Mutex::new(HashMap::new()))
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let at = last.entry(device_id.to_string()).or_insert(i64::MIN);
+    if now_ms.saturating_sub(*at) >= 3_600_000 {
+        *at = now_ms;
+        true
+    } else {
+        false
+    }
 }
 
 /// One endpoint of the inventory.
