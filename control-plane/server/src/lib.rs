@@ -3,6 +3,7 @@
 //! * [`api`] — the REST API (admins, tenants, sites, claim codes, enrolment, policy, audit).
 //! * [`channel`] — the WebSocket edge channel (mTLS) and audit ingest (chain and device batch
 //!   signature checks).
+//! * [`audit_consistency`] — RFC 6962 consistency proofs between signed checkpoints.
 //! * [`audit_health`] — logging-health alerts: full edge spools, silent edges.
 //! * [`audit_log`] — tamper evidence: per-tenant Merkle log, signed checkpoints, inclusion
 //!   proofs, the JSON-lines export.
@@ -27,6 +28,7 @@
 
 pub mod admin_audit;
 pub mod admins;
+pub mod audit_consistency;
 pub mod audit_health;
 pub mod api;
 pub mod audit_log;
@@ -89,6 +91,10 @@ pub fn router(state: SharedState) -> Router {
             get(api::get_audit_proof),
         )
         .route("/tenants/{tenant_id}/audit/export", get(api::export_audit))
+        .route(
+            "/tenants/{tenant_id}/audit/consistency",
+            get(audit_consistency::get_consistency),
+        )
         .route(
             "/devices/{device_id}/audit/verify",
             get(api::verify_device_chain),

@@ -39,6 +39,7 @@ use utoipa::OpenApi;
         crate::admins::disable_admin,
         crate::admins::reset_mfa,
         crate::admins::list_actions,
+        crate::audit_consistency::get_consistency,
         crate::siem::create_sink,
         crate::siem::list_sinks,
         crate::siem::delete_sink,

@@ -231,3 +231,75 @@ async fn signed_batches_checkpoints_and_export_verify_and_edits_are_named() {
     let alerts = app.state.store.alerts(50).await.expect("alerts");
     assert!(alerts.iter().any(|a| a.kind == "audit_checkpoint_mismatch"));
 }
+
+#[tokio::test]
+async fn consistency_proofs_connect_checkpoints_and_expose_a_rewritten_log() {
+    let app = TestApp::new().await;
+    let token = app.login().await;
+    let mut edge = enrol(&app, &token).await;
+    let tenant = edge.device.tenant_id.clone();
+    let (events, sig) = edge.batch(6);
+    upload(&app, &edge, &events, &sig).await;
+    // The head an auditor keeps.
+    let kept: sase_model::merkle::SignedTreeHead =
+        serde_json::from_value(sign_checkpoint(&app, &token, &tenant).await["checkpoint"].clone())
+            .expect("head");
+    assert_eq!(kept.tree_size, 6);
+    let (events, sig) = edge.batch(9);
+    upload(&app, &edge, &events, &sig).await;
+    assert_eq!(
+        sign_checkpoint(&app, &token, &tenant).await["checkpoint"]["tree_size"],
+        15
+    );
+
+    let key = app.state.signing_key.verifying_key();
+    let check = |answer: &serde_json::Value| {
+        let new: sase_model::merkle::SignedTreeHead =
+            serde_json::from_value(answer["second_checkpoint"].clone()).expect("later head");
+        let proof: Vec<String> = serde_json::from_value(answer["proof"].clone()).expect("proof");
+        sase_audit::consistency::check(&kept, &new, &proof, &key)
+    };
+    let uri = format!("/api/tenants/{tenant}/audit/consistency?first=6");
+    let answer = app.get(&uri, &token).await.expect_status(StatusCode::OK);
+    assert_eq!(answer["second_checkpoint"]["tree_size"], 15);
+    assert_eq!(
+        answer["first_checkpoint"]["root_hash"],
+        kept.root_hash.as_str()
+    );
+    assert_eq!(check(&answer), Ok(()));
+
+    // Bad sizes are refused clearly.
+    for bad in ["first=0", "first=16", "first=6&second=7"] {
+        let reply = app
+            .get(
+                &format!("/api/tenants/{tenant}/audit/consistency?{bad}"),
+                &token,
+            )
+            .await;
+        assert!(reply.status.is_client_error(), "{bad}: {}", reply.status);
+    }
+
+    // Whoever rewrites an event the kept head covered cannot produce a proof that passes.
+    sqlx::query("UPDATE audit_events SET hash = $1 WHERE device_id = $2 AND seq = 2")
+        .bind("cd".repeat(32))
+        .bind(&edge.device.id)
+        .execute(&app.raw)
+        .await
+        .expect("edit hash");
+    let answer = app.get(&uri, &token).await.expect_status(StatusCode::OK);
+    assert!(matches!(
+        check(&answer),
+        Err(sase_audit::consistency::ConsistencyError::Inconsistent { old: 6, new: 15 })
+    ));
+}
+
+async fn sign_checkpoint(app: &TestApp, token: &str, tenant: &str) -> serde_json::Value {
+    app.send_json(
+        http::Method::POST,
+        &format!("/api/tenants/{tenant}/audit/checkpoint"),
+        Some(token),
+        &serde_json::json!({}),
+    )
+    .await
+    .expect_status(StatusCode::OK)
+}

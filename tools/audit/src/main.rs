@@ -42,6 +42,62 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         max_findings: usize,
     },
+    /// Check that the log grew without rewriting: the later signed head (in the answer of
+    /// `GET /api/tenants/{id}/audit/consistency?first=<old size>`) extends the earlier head
+    /// you kept, by its RFC 6962 consistency proof.
+    Consistency {
+        /// The earlier signed tree head you kept (JSON, as `checkpoint` in
+        /// `GET …/audit/checkpoint`).
+        #[arg(long)]
+        old: PathBuf,
+        /// The consistency answer (JSON with `second_checkpoint` and `proof`).
+        #[arg(long)]
+        proof: PathBuf,
+        /// The control plane's Ed25519 public key (base64, or a file holding it).
+        #[arg(long)]
+        control_plane_key: String,
+    },
+}
+
+/// The parts of a consistency answer the check needs.
+#[derive(serde::Deserialize)]
+struct ConsistencyAnswer {
+    second_checkpoint: sase_model::merkle::SignedTreeHead,
+    proof: Vec<String>,
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> anyhow::Result<T> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))
+}
+
+fn run_consistency(
+    old: &std::path::Path,
+    proof: &std::path::Path,
+    key: &str,
+) -> anyhow::Result<bool> {
+    let key = load_key(key)?;
+    let old_head: sase_model::merkle::SignedTreeHead = read_json(old)?;
+    let answer: ConsistencyAnswer = read_json(proof)?;
+    let new_head = &answer.second_checkpoint;
+    match sase_audit::consistency::check(&old_head, new_head, &answer.proof, &key) {
+        Ok(()) => {
+            println!(
+                "audit_consistency ok=true tenant={} first={} second={}",
+                new_head.tenant_id, old_head.tree_size, new_head.tree_size
+            );
+            Ok(true)
+        }
+        Err(err) => {
+            println!("FAIL {err}");
+            println!(
+                "audit_consistency ok=false tenant={} first={} second={}",
+                old_head.tenant_id, old_head.tree_size, new_head.tree_size
+            );
+            Ok(false)
+        }
+    }
 }
 
 fn load_key(arg: &str) -> anyhow::Result<ed25519_dalek::VerifyingKey> {
@@ -56,12 +112,19 @@ fn load_key(arg: &str) -> anyhow::Result<ed25519_dalek::VerifyingKey> {
 
 fn run() -> anyhow::Result<bool> {
     let cli = Cli::parse();
-    let Command::Verify {
-        export,
-        control_plane_key,
-        allow_unsigned,
-        max_findings,
-    } = cli.command;
+    let (export, control_plane_key, allow_unsigned, max_findings) = match cli.command {
+        Command::Verify {
+            export,
+            control_plane_key,
+            allow_unsigned,
+            max_findings,
+        } => (export, control_plane_key, allow_unsigned, max_findings),
+        Command::Consistency {
+            old,
+            proof,
+            control_plane_key,
+        } => return run_consistency(&old, &proof, &control_plane_key),
+    };
     let key = load_key(&control_plane_key)?;
     let bytes = if export.as_os_str() == "-" {
         let mut buf = Vec::new();

@@ -125,6 +125,9 @@ fn classify(method: &str, path: &str) -> Option<(Scoping, Option<&'static str>, 
         ("GET", "/api/tenants/{tenant_id}/caep/revocations") => (Tenant, Some("policy.read"), true),
         ("GET", "/api/tenants/{tenant_id}/inventory") => (Tenant, Some("policy.read"), true),
         ("GET", "/api/tenants/{tenant_id}/siem/sinks") => (Tenant, Some("audit.read"), true),
+        ("GET", "/api/tenants/{tenant_id}/audit/consistency") => {
+            (Tenant, Some("audit.read"), false)
+        }
         ("POST", "/api/tenants/{tenant_id}/siem/sinks") => (Tenant, Some("audit.sign"), true),
         ("DELETE", "/api/tenants/{tenant_id}/siem/sinks/{sink_id}") => {
             (Tenant, Some("audit.sign"), false)
