@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 use base64::Engine as _;
 use reqwest::Method;
 use sase_testkit::issuer::{now_unix, sign_claims, IssuerKey};
@@ -148,18 +148,19 @@ impl Client {
         token: Option<&str>,
         body: Option<&Value>,
     ) -> Result<Answer> {
-        let mut req = self.http.request(method, url);
+        let mut req = self.http.request(method.clone(), url);
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req.send().await?;
+        let what = format!("{method} {url}");
+        let resp = req.send().await.with_context(|| what.clone())?;
         Ok(Answer {
             status: resp.status().as_u16(),
             headers: resp.headers().clone(),
-            text: resp.text().await?,
+            text: resp.text().await.with_context(|| what.clone())?,
         })
     }
 }
