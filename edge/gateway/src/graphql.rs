@@ -100,13 +100,19 @@ impl GraphqlCheck {
                 }
             }
             (document, operation, variables)
+        } else if query.unwrap_or("").split('&').any(|p| {
+            percent_decode(p.split('=').next().unwrap_or(""), true).as_deref() == Some("query")
+        }) {
+            // Some servers read `?query=` on a POST too, before the body: the edge would judge
+            // one document and the server run another.
+            return refuse("a `query` parameter in the URL of a POST");
         } else if media.as_deref() == Some("application/graphql") {
             let text = std::str::from_utf8(body)
                 .map_err(|_| GraphqlViolation("the document is not UTF-8".into()))?;
             (Some(text.to_string()), None, Map::new())
         } else {
-            match serde_json::from_slice::<Value>(body) {
-                Ok(Value::Object(mut m)) => {
+            match crate::strict_json::parse(body) {
+                Some(Value::Object(mut m)) => {
                     let document = match m.remove("query") {
                         Some(Value::String(q)) => Some(q),
                         _ => None,
@@ -121,8 +127,12 @@ impl GraphqlCheck {
                     };
                     (document, operation, variables)
                 }
-                Ok(Value::Array(_)) => return refuse("batched requests are not allowed"),
-                _ => return refuse("the body is not a GraphQL request"),
+                Some(Value::Array(_)) => return refuse("batched requests are not allowed"),
+                _ => {
+                    return refuse(
+                        "the body is not a GraphQL request (JSON without repeated members)",
+                    )
+                }
             }
         };
         let Some(document) = document else {
@@ -523,6 +533,23 @@ mod tests {
         assert!(c
             .check_http("GET", Some("query=%7B+a+%7D"), None, b"")
             .is_ok());
+        // A second document where another server might look, or a repeated member.
+        assert!(c
+            .check_http(
+                "POST",
+                Some("query=%7B+a+%7D"),
+                Some("application/json"),
+                json
+            )
+            .is_err());
+        assert!(c
+            .check_http(
+                "POST",
+                None,
+                Some("application/json"),
+                br#"{"query": "{ a }", "query": "{ a { b { c { d { e } } } } }"}"#
+            )
+            .is_err());
         assert!(c
             .check_http("GET", Some("query=%7B+a+%7D&query=%7Bb%7D"), None, b"")
             .is_err());

@@ -136,7 +136,18 @@ impl RouteGuards {
             .is_some_and(OwnershipRules::reads_body)
             || self.url_fields.iter().any(|f| f.body.is_some());
         let json = if reads_body && !req.body.is_empty() {
-            serde_json::from_slice::<Value>(req.body).ok()
+            match crate::strict_json::parse(req.body) {
+                Some(value) => Some(value),
+                // Valid JSON the strict parser refuses: a repeated member name (another
+                // parser upstream may read the other value) or too deep a nesting.
+                None if serde_json::from_slice::<serde::de::IgnoredAny>(req.body).is_ok() => {
+                    return Err(GuardViolation {
+                        reason: Reason::BadRequest,
+                        detail: "the JSON body repeats a member name or nests too deeply".into(),
+                    })
+                }
+                None => None,
+            }
         } else {
             None
         };
@@ -324,6 +335,18 @@ resources:
             )
             .expect_err("scheme");
         assert_eq!(err.reason, Reason::EgressRefused);
+        // A repeated member: this parser and the upstream's could disagree on the owner.
+        let err = g
+            .check_request(
+                &req(
+                    "POST",
+                    None,
+                    br#"{"callback": "https://a.example", "callback": "http://10.0.0.1"}"#,
+                ),
+                claims,
+            )
+            .expect_err("duplicate");
+        assert_eq!(err.reason, Reason::BadRequest);
         let err = g
             .check_request(&req("POST", None, br#"{"callback": 7}"#), claims)
             .expect_err("type");

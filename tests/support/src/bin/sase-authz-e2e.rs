@@ -205,6 +205,10 @@ impl Call {
         self.body = Some(body.to_string());
         self
     }
+    fn raw_json(mut self, body: &str) -> Call {
+        self.body = Some(body.to_string());
+        self
+    }
     fn bearer(mut self, token: &str) -> Call {
         self.token = Some(token.to_string());
         self
@@ -371,6 +375,15 @@ async fn main() -> Result<()> {
             status: 403,
             reason: "object_not_owned",
             detail: "body field `/owner` does not match claim `sub`".into(),
+        },
+        Attack {
+            name: "API1: owner repeated in the body (parsers keep different ones)",
+            call: Call::new(Method::POST, "/webhooks")
+                .raw_json(r#"{"owner": "bob", "owner": "alice", "url": "http://127.0.0.3:1/"}"#),
+            direct: None,
+            status: 400,
+            reason: "bad_request",
+            detail: "the JSON body repeats a member name".into(),
         },
         Attack {
             name: "API7: webhook to an internal service on loopback",
