@@ -11,6 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::merkle::SignedTreeHead;
+use crate::retention::RetentionRecord;
 
 /// Value of [`ExportRecord::Header::format`].
 pub const EXPORT_FORMAT: &str = "sase-audit-export-v1";
@@ -57,6 +58,9 @@ pub enum ExportRecord {
     },
     /// A signed tree head over the tenant's log.
     Checkpoint(SignedTreeHead),
+    /// The latest signed retention record: how far each device's chain was deleted (chains
+    /// in the export start right after it).
+    Retention(RetentionRecord),
     /// A device's signature over one uploaded batch.
     Batch {
         /// Device.

@@ -18,12 +18,13 @@
 //! * [`inventory`] — the API inventory edges report (shadow and zombie endpoints).
 //! * [`limits`] — rate limits, size limits and timeouts (API4), flow limits (API6), the
 //!   store of shared budgets.
+//! * [`retention`] — expired whole months, and the signed record of what retention deleted.
 //! * [`reason`] — stable reason codes carried by every decision.
 //! * [`tunnel`] — typed rules of the per-identity packet ACL of ZTNA tunnels.
-//! * [`update`] — vendor-signed firmware update bundles of the appliance image, update offers
-//!   and reports.
 //! * [`quic`] — QUIC modes (`inspect`, `sni_filter`, `block`, `drop`) per site, resource or
 //!   server name, and the QUIC part of audit events.
+//! * [`update`] — vendor-signed firmware update bundles of the appliance image, update offers
+//!   and reports.
 //! * [`ownership`], [`egress`], [`graphql`], [`upstream_trust`] — object ownership rules
 //!   (API1), the egress allowlist (API7/API10), GraphQL limits, token translation and mTLS.
 //!
@@ -40,8 +41,8 @@ pub mod channel;
 pub mod egress;
 pub mod fleet;
 pub mod incident;
-pub mod inventory;
 pub mod graphql;
+pub mod inventory;
 pub mod limits;
 pub mod merkle;
 pub mod ocsf;
@@ -49,6 +50,7 @@ pub mod ownership;
 pub mod policy;
 pub mod quic;
 pub mod reason;
+pub mod retention;
 pub mod tunnel;
 pub mod update;
 pub mod upstream_trust;

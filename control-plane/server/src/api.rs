@@ -891,7 +891,11 @@ pub async fn verify_device_chain(
 ) -> Result<Json<ChainReport>, ApiError> {
     rbac::authorize_device(&state, &admin, Permission::AuditRead, &device_id).await?;
     let head = state.store.audit_head(&device_id).await?;
-    let mut verifier = sase_model::ChainVerifier::new(&device_id);
+    // Events deleted by retention keep their hashes: the check starts after the last of them.
+    let mut verifier = match state.store.pruned_through(&device_id).await? {
+        Some((seq, hash)) => sase_model::ChainVerifier::resume(&device_id, seq, hash),
+        None => sase_model::ChainVerifier::new(&device_id),
+    };
     let mut first_error = None;
     'pages: loop {
         let page = state
@@ -1039,6 +1043,9 @@ pub async fn get_audit_proof(
         .into_iter()
         .next()
         .ok_or_else(not_found)?;
+    if event_json.is_empty() {
+        return Err(ApiError::not_found("this event was deleted by retention"));
+    }
     let event: AuditEvent = serde_json::from_str(&event_json).map_err(ApiError::internal)?;
     if event.tenant_id != tenant_id {
         return Err(not_found());

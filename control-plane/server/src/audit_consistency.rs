@@ -20,7 +20,9 @@ use crate::store::{Store, StoreResult};
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct ConsistencyQuery {
     /// Size of the earlier tree (the `tree_size` of the signed head the caller holds).
-    pub first: u64,
+    /// Required; optional here only so that a caller without access is told so first.
+    #[serde(default)]
+    pub first: Option<u64>,
     /// Size of the later tree: a signed checkpoint's size (default: the latest checkpoint).
     #[serde(default)]
     pub second: Option<u64>,
@@ -88,6 +90,9 @@ pub async fn get_consistency(
     Query(q): Query<ConsistencyQuery>,
 ) -> Result<Json<ConsistencyView>, ApiError> {
     rbac::authorize_tenant(&state, &admin, Permission::AuditRead, &tenant_id).await?;
+    let first = q
+        .first
+        .ok_or_else(|| ApiError::bad_request("first: the size of the earlier tree is required"))?;
     let (latest, tree) = crate::audit_log::checkpoint(&state, &tenant_id, now_ms()).await?;
     let second_checkpoint = match q.second {
         Some(size) => state
@@ -97,7 +102,7 @@ pub async fn get_consistency(
             .ok_or_else(|| ApiError::not_found(format!("no signed checkpoint of size {size}")))?,
         None => latest.ok_or_else(|| ApiError::not_found("no signed checkpoint yet"))?,
     };
-    if q.first == 0 || q.first > second_checkpoint.tree_size {
+    if first == 0 || first > second_checkpoint.tree_size {
         return Err(ApiError::bad_request(format!(
             "first: between 1 and the later checkpoint's size ({})",
             second_checkpoint.tree_size
@@ -106,14 +111,14 @@ pub async fn get_consistency(
     // Built over the stored log: if it no longer matches the later head, the proof will not
     // verify, which is the point.
     let proof = tree
-        .and_then(|t| t.consistency_proof(q.first, second_checkpoint.tree_size))
+        .and_then(|t| t.consistency_proof(first, second_checkpoint.tree_size))
         .ok_or_else(|| {
             ApiError::internal("the stored audit log is shorter than its signed checkpoint")
         })?;
     Ok(Json(ConsistencyView {
-        first_checkpoint: state.store.checkpoint_of_size(&tenant_id, q.first).await?,
+        first_checkpoint: state.store.checkpoint_of_size(&tenant_id, first).await?,
         tenant_id,
-        first: q.first,
+        first,
         second_checkpoint,
         proof: proof.iter().map(hex::encode).collect(),
         public_key: sase_model::bundle::verifying_key_to_b64(&state.signing_key.verifying_key()),

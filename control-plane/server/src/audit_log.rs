@@ -229,6 +229,10 @@ pub async fn export(
         line(&mut out, &ExportRecord::Checkpoint(head.clone()))?;
         n_checkpoints += 1;
     }
+    // Chains start after what retention deleted; the signed record says where.
+    if let Some(record) = state.store.latest_retention_record(tenant_id).await? {
+        line(&mut out, &ExportRecord::Retention(record))?;
+    }
     let mut widened = Vec::with_capacity(ranges.len());
     for (device_id, lo, hi) in &ranges {
         let hi = state
@@ -262,6 +266,10 @@ pub async fn export(
         for (seq, hash, log_index, event_json) in
             state.store.audit_export_events(&device_id, lo, hi).await?
         {
+            if event_json.is_empty() {
+                // Deleted by retention: only its hash and log position remain.
+                continue;
+            }
             let event = serde_json::from_str::<serde_json::Value>(&event_json)
                 .unwrap_or(serde_json::Value::String(event_json));
             let proof = match (&proof_tree, log_index) {

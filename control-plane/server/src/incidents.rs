@@ -313,7 +313,7 @@ impl Store {
         reference: &str,
     ) -> StoreResult<Option<LinkedEvent>> {
         let row = sqlx::query(
-            "SELECT device_id, seq, hash, log_index, event_json FROM audit_events WHERE tenant_id = $1 AND reference = $2",
+            "SELECT device_id, seq, hash, log_index, event_json FROM audit_events WHERE tenant_id = $1 AND reference = $2 AND event_json <> ''",
         )
         .bind(tenant_id)
         .bind(reference)

@@ -12,6 +12,8 @@
 //! * [`rbac`] — MSP → customer tenancy, roles, permissions and the one `authorize` check.
 //! * [`admins`] — admin management, TOTP MFA, the admin-action trail query.
 //! * [`admin_audit`] — recording admin actions (hash-chained, with before/after diffs).
+//! * [`retention`] — per-tenant audit retention: whole expired months deleted (integrity
+//!   skeleton kept), signed retention records.
 //! * [`siem`] — forwarding each tenant's audit trail to its SIEMs (syslog RFC 5424 over
 //!   TCP/TLS, JSON lines, OCSF), at least once, with a persisted cursor.
 //! * [`caep`] — continuous access evaluation: the SET push endpoint (RFC 8935), transmitter
@@ -41,6 +43,7 @@ pub mod inventory;
 pub mod openapi;
 pub mod pki;
 pub mod rbac;
+pub mod retention;
 pub mod siem;
 pub mod state;
 pub mod store;
@@ -94,6 +97,14 @@ pub fn router(state: SharedState) -> Router {
         .route(
             "/tenants/{tenant_id}/audit/consistency",
             get(audit_consistency::get_consistency),
+        )
+        .route(
+            "/tenants/{tenant_id}/audit/retention",
+            get(retention::get_retention).put(retention::put_retention),
+        )
+        .route(
+            "/tenants/{tenant_id}/audit/retention/run",
+            post(retention::run_now),
         )
         .route(
             "/devices/{device_id}/audit/verify",

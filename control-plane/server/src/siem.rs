@@ -346,7 +346,7 @@ impl Store {
         limit: usize,
     ) -> StoreResult<Vec<LogEntry>> {
         let rows = sqlx::query(
-            "SELECT log_index, hash, event_json FROM audit_events WHERE tenant_id = $1 AND log_index >= $2 ORDER BY log_index LIMIT $3",
+            "SELECT log_index, hash, event_json FROM audit_events WHERE tenant_id = $1 AND log_index >= $2 AND event_json <> '' ORDER BY log_index LIMIT $3",
         )
         .bind(tenant_id)
         .bind(to_i64(from)?)

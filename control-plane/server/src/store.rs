@@ -198,11 +198,6 @@ impl Store {
         &self.pool
     }
 
-    /// The connection pool, for store extensions kept in their feature's module (`siem`).
-    pub(crate) fn pool(&self) -> &AnyPool {
-        &self.pool
-    }
-
     /// Which database this is.
     pub fn backend(&self) -> Backend {
         self.backend
@@ -1155,7 +1150,8 @@ impl Store {
     /// # Errors
     /// Database failure.
     pub async fn audit_events(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEvent>> {
-        let mut sql = String::from("SELECT event_json FROM audit_events WHERE 1 = 1");
+        // Events deleted by retention (empty content) are not listed.
+        let mut sql = String::from("SELECT event_json FROM audit_events WHERE event_json <> ''");
         let mut text_binds: Vec<String> = Vec::new();
         let mut n = 0;
         let mut add_text = |sql: &mut String, column: &str, value: &Option<String>| {

@@ -15,6 +15,7 @@ use ed25519_dalek::VerifyingKey;
 use sase_model::audit::{batch_signing_bytes, AuditEvent, GENESIS_HASH};
 use sase_model::audit_export::{ExportRecord, EXPORT_FORMAT};
 use sase_model::merkle::{leaf_hash, parse_hash, verify_inclusion, Hash, SignedTreeHead};
+use sase_model::retention::RetentionRecord;
 
 use crate::device_key::DeviceKey;
 
@@ -91,6 +92,8 @@ pub struct Summary {
     pub checkpoint: Option<(u64, String, i64)>,
     /// Events accepted without a device signature (`--allow-unsigned`).
     pub unsigned_events: u64,
+    /// Events deleted by retention, per the signed retention record (chains start after them).
+    pub retention_deleted: u64,
 }
 
 /// The outcome.
@@ -206,6 +209,8 @@ pub fn verify(records: &[(usize, ExportRecord)], options: &Options) -> Report {
     let mut events: HashMap<&str, Vec<EventLine>> = HashMap::new();
     let mut counts = (0u64, 0u64, 0u64, 0u64); // events, batches, devices, checkpoints
     let mut end_seen = None;
+    // The latest retention record that verifies: chains may start right after its points.
+    let mut retention: Option<&RetentionRecord> = None;
     for (line, record) in records {
         if end_seen.is_some() {
             findings.push(structure(*line, "record after the end record".into()));
@@ -270,6 +275,24 @@ pub fn verify(records: &[(usize, ExportRecord)], options: &Options) -> Report {
                 };
                 checkpoints.insert(head.tree_size, (*line, head, root));
             }
+            ExportRecord::Retention(record) => match record.verify(&options.control_plane_key) {
+                Ok(()) if record.tenant_id == tenant => {
+                    if retention.is_none_or(|r| r.executed_at_ms < record.executed_at_ms) {
+                        retention = Some(record);
+                    }
+                }
+                Ok(()) => findings.push(structure(
+                    *line,
+                    format!(
+                        "retention record {} is for tenant {}, not {tenant}",
+                        record.id, record.tenant_id
+                    ),
+                )),
+                Err(e) => findings.push(structure(
+                    *line,
+                    format!("retention record {}: {e}", record.id),
+                )),
+            },
             ExportRecord::Batch {
                 device_id,
                 first_seq,
@@ -342,6 +365,8 @@ pub fn verify(records: &[(usize, ExportRecord)], options: &Options) -> Report {
         ));
     }
     report.summary.events = counts.0;
+    report.summary.retention_deleted =
+        retention.map_or(0, |r| r.devices.iter().map(|d| d.through_seq).sum());
 
     // ---- per device: content hashes, sequence, links ------------------------------------------
     let mut leaf_owner: HashMap<u64, usize> = HashMap::new();
@@ -431,7 +456,25 @@ pub fn verify(records: &[(usize, ExportRecord)], options: &Options) -> Report {
             let own_prev = parsed.as_ref().ok().map(|ev| ev.prev_hash.as_str());
             match &prev {
                 None => {
-                    if e.seq == 1 {
+                    let pruned = retention.and_then(|r| r.device(device));
+                    if let Some(pruned) =
+                        pruned.filter(|p| p.through_seq.checked_add(1) == Some(e.seq))
+                    {
+                        // The chain was deleted by retention up to here: it must continue from
+                        // the hash the signed record names.
+                        if own_prev.is_some_and(|p| p != pruned.through_hash) {
+                            findings.push(at(
+                                e.line,
+                                Class::Chain,
+                                e.seq,
+                                e.seq,
+                                format!(
+                                    "does not link to seq {}, deleted by retention: its prev_hash is not the hash the signed retention record names",
+                                    pruned.through_seq
+                                ),
+                            ));
+                        }
+                    } else if e.seq == 1 {
                         if own_prev.is_some_and(|p| p != GENESIS_HASH) {
                             findings.push(at(
                                 e.line,
@@ -442,13 +485,14 @@ pub fn verify(records: &[(usize, ExportRecord)], options: &Options) -> Report {
                             ));
                         }
                     } else if !time_filtered {
+                        let from = pruned.map_or(1, |p| p.through_seq.saturating_add(1));
                         findings.push(at(
                             e.line,
                             Class::Chain,
-                            1,
+                            from,
                             e.seq.saturating_sub(1),
                             format!(
-                                "missing: the device's chain starts at seq {} instead of 1",
+                                "missing: the device's chain starts at seq {} instead of {from}",
                                 e.seq
                             ),
                         ));
@@ -932,5 +976,84 @@ mod tests {
             },
         );
         assert!(!report.findings.is_empty());
+    }
+
+    /// The fixture with events 1..=k removed as retention would, and (when `signed_by` is
+    /// given) the retention record saying so.
+    fn pruned(n: u64, k: u64, signed_by: Option<&SigningKey>, hash_of: Option<u64>) -> Fixture {
+        let mut f = fixture(n);
+        let hash = |f: &Fixture, seq: u64| {
+            f.records
+                .iter()
+                .find_map(|r| match r {
+                    ExportRecord::Event { seq: s, hash, .. } if *s == seq => Some(hash.clone()),
+                    _ => None,
+                })
+                .expect("hash")
+        };
+        let through_hash = hash(&f, hash_of.unwrap_or(k));
+        f.records
+            .retain(|r| !matches!(r, ExportRecord::Event { seq, .. } if *seq <= k));
+        if let Some(ExportRecord::End { events, .. }) = f.records.last_mut() {
+            *events = n - k;
+        }
+        if let Some(key) = signed_by {
+            let mut record = RetentionRecord {
+                id: "ret-1".into(),
+                tenant_id: "t".into(),
+                months: 18,
+                cutoff_ms: 1_000 + k as i64,
+                executed_at_ms: 5_500,
+                deleted_events: k,
+                devices: vec![sase_model::retention::PrunedChain {
+                    device_id: "d".into(),
+                    through_seq: k,
+                    through_hash,
+                }],
+                tree_size: n,
+                root_hash: String::new(),
+                signature: String::new(),
+            };
+            record.sign(key);
+            f.records.insert(3, ExportRecord::Retention(record));
+        }
+        f
+    }
+
+    #[test]
+    fn chains_may_start_after_a_signed_retention_record() {
+        let f = pruned(12, 5, Some(&SigningKey::from_bytes(&[3u8; 32])), None);
+        let report = run(&f);
+        assert!(report.findings.is_empty(), "{:?}", report.findings);
+        assert_eq!(report.summary.retention_deleted, 5);
+        assert_eq!(report.summary.events, 7);
+    }
+
+    #[test]
+    fn a_missing_forged_or_mismatched_retention_record_is_reported() {
+        // No record: the start is missing events.
+        let report = run(&pruned(12, 5, None, None));
+        assert_eq!(first(&report).seq_from, Some(1), "{}", first(&report));
+        // Signed by another key: refused, and the start is missing events.
+        let report = run(&pruned(
+            12,
+            5,
+            Some(&SigningKey::from_bytes(&[4u8; 32])),
+            None,
+        ));
+        assert!(report
+            .findings
+            .iter()
+            .any(|f| f.what.contains("retention record ret-1")));
+        // A record naming another hash: the first kept event does not link to it.
+        let report = run(&pruned(
+            12,
+            5,
+            Some(&SigningKey::from_bytes(&[3u8; 32])),
+            Some(4),
+        ));
+        let finding = first(&report);
+        assert_eq!(finding.seq_from, Some(6), "{finding}");
+        assert!(finding.what.contains("deleted by retention"), "{finding}");
     }
 }

@@ -125,6 +125,11 @@ fn classify(method: &str, path: &str) -> Option<(Scoping, Option<&'static str>, 
         ("GET", "/api/tenants/{tenant_id}/caep/revocations") => (Tenant, Some("policy.read"), true),
         ("GET", "/api/tenants/{tenant_id}/inventory") => (Tenant, Some("policy.read"), true),
         ("GET", "/api/tenants/{tenant_id}/siem/sinks") => (Tenant, Some("audit.read"), true),
+        ("GET", "/api/tenants/{tenant_id}/audit/retention") => (Tenant, Some("audit.read"), true),
+        ("PUT", "/api/tenants/{tenant_id}/audit/retention") => (Tenant, Some("audit.sign"), true),
+        ("POST", "/api/tenants/{tenant_id}/audit/retention/run") => {
+            (Tenant, Some("audit.sign"), true)
+        }
         ("GET", "/api/tenants/{tenant_id}/audit/consistency") => {
             (Tenant, Some("audit.read"), false)
         }
@@ -415,6 +420,9 @@ async fn main() -> Result<()> {
             };
             let body = |ids: &BTreeMap<&'static str, String>, n: usize| -> Option<Value> {
                 match (method_uc.as_str(), template.as_str()) {
+                    ("PUT", "/api/tenants/{tenant_id}/audit/retention") => {
+                        Some(json!({"months": 18}))
+                    }
                     ("PUT", _) => Some(Value::String(POLICY_YAML.to_string())),
                     ("POST", "/api/login") => {
                         Some(json!({"username": "iso-a-admin", "password": "wrong"}))
