@@ -12,6 +12,12 @@
 //! | `spool_full`, `spool_recovered` (logging health) | Event Log Activity (1008), activity Other | System Activity (1) |
 //! | anything newer | Base Event (0), activity Other | Uncategorized (0) |
 //!
+//! Control-plane admin actions (the admin-action trail) map with [`admin_action_to_ocsf`]:
+//! `admin.sign_in` to Authentication (3002, Logon), account actions (`admin.create`,
+//! `admin.disable`, `admin.mfa_*`, `token.create`) to Account Change (3001), and every other
+//! change (policy, sites, claim codes, SIEM sinks, incidents, retention, updates) to API
+//! Activity (6003) with Create / Update / Delete / Other from the action's verb.
+//!
 //! Decisions use the Security Control profile: `action_id` 1 Allowed / 2 Denied and
 //! `disposition_id` 1 Allowed / 2 Blocked; the stable reason code goes to `status_detail`.
 //! Fields OCSF has no place for (chain position and hashes, policy version, WAF rule ids) go to
@@ -168,6 +174,96 @@ pub fn to_ocsf(event: &AuditEvent, event_hash: &str) -> Value {
     Value::Object(object)
 }
 
+/// One record of the control plane's admin-action trail, as the OCSF mapping needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct AdminActionRef<'a> {
+    /// Position in the trail.
+    pub seq: i64,
+    /// When (Unix ms).
+    pub ts_ms: i64,
+    /// Admin id.
+    pub actor_id: &'a str,
+    /// Admin user name.
+    pub actor: &'a str,
+    /// Admin role.
+    pub actor_role: &'a str,
+    /// Tenant concerned, if any.
+    pub tenant_id: Option<&'a str>,
+    /// What (`policy.update`, `admin.disable`, …).
+    pub action: &'a str,
+    /// Object acted on.
+    pub target: &'a str,
+    /// Hash of the record in the admin-action chain.
+    pub hash: &'a str,
+}
+
+/// The OCSF class and activity of an admin action: `(class_uid, class_name, category_uid,
+/// category_name, activity_id, activity_name)`.
+pub fn admin_action_class(
+    action: &str,
+) -> (u32, &'static str, u32, &'static str, u32, &'static str) {
+    const IAM: (u32, &str) = (3, "Identity & Access Management");
+    const APP: (u32, &str) = (6, "Application Activity");
+    let account = |id, name| (3001, "Account Change", IAM.0, IAM.1, id, name);
+    match action {
+        "admin.sign_in" => (3002, "Authentication", IAM.0, IAM.1, 1, "Logon"),
+        "admin.create" => account(1, "Create"),
+        "admin.disable" => account(5, "Disable"),
+        "admin.mfa_confirm" => account(10, "MFA Factor Enable"),
+        "admin.mfa_reset" => account(11, "MFA Factor Disable"),
+        a if a.starts_with("admin.") || a.starts_with("token.") => account(99, "Other"),
+        a => {
+            let verb = a.rsplit('.').next().unwrap_or(a);
+            let (id, name) = if verb.contains("create") || verb == "open" || verb == "upload" {
+                (1, "Create")
+            } else if verb.contains("delete") {
+                (4, "Delete")
+            } else if verb.contains("update")
+                || verb.contains("set")
+                || verb.contains("sign")
+                || matches!(verb, "submit" | "close" | "link_events" | "offer" | "run")
+            {
+                (3, "Update")
+            } else {
+                (99, "Other")
+            };
+            (6003, "API Activity", APP.0, APP.1, id, name)
+        }
+    }
+}
+
+/// The OCSF JSON object for one admin action.
+pub fn admin_action_to_ocsf(a: &AdminActionRef<'_>) -> Value {
+    let (class_uid, class_name, category_uid, category_name, activity_id, activity_name) =
+        admin_action_class(a.action);
+    json!({
+        "class_uid": class_uid,
+        "class_name": class_name,
+        "category_uid": category_uid,
+        "category_name": category_name,
+        "activity_id": activity_id,
+        "activity_name": activity_name,
+        "type_uid": u64::from(class_uid) * 100 + u64::from(activity_id),
+        "time": a.ts_ms,
+        "severity_id": 1,
+        "severity": "Informational",
+        "status_id": 1,
+        "status": "Success",
+        "metadata": {
+            "version": OCSF_VERSION,
+            "uid": format!("admin-action-{}", a.seq),
+            "tenant_uid": a.tenant_id,
+            "log_name": "sase-admin-actions",
+            "sequence": a.seq,
+            "product": { "name": "sase-control", "vendor_name": VENDOR_NAME },
+        },
+        "actor": { "user": { "uid": a.actor_id, "name": a.actor, "type": a.actor_role } },
+        "api": { "operation": a.action },
+        "resources": [{ "uid": a.target }],
+        "unmapped": { "action": a.action, "hash": a.hash },
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,5 +350,43 @@ mod tests {
         assert_eq!(o["category_uid"], 5);
         assert_eq!(o["type_uid"], 501999);
         assert!(o.get("http_request").is_none());
+    }
+
+    #[test]
+    fn admin_actions_map_to_authentication_account_change_and_api_activity() {
+        let a = |action| AdminActionRef {
+            seq: 4,
+            ts_ms: 9,
+            actor_id: "adm_1",
+            actor: "alice",
+            actor_role: "customer_admin",
+            tenant_id: Some("t1"),
+            action,
+            target: "x",
+            hash: "h",
+        };
+        let o = admin_action_to_ocsf(&a("admin.sign_in"));
+        assert_eq!(
+            (o["class_uid"].clone(), o["activity_id"].clone()),
+            (json!(3002), json!(1))
+        );
+        assert_eq!(o["actor"]["user"]["name"], "alice");
+        assert_eq!(
+            admin_action_to_ocsf(&a("admin.disable"))["type_uid"],
+            300105
+        );
+        assert_eq!(
+            admin_action_to_ocsf(&a("policy.update"))["type_uid"],
+            600303
+        );
+        assert_eq!(
+            admin_action_to_ocsf(&a("siem.sink_delete"))["activity_id"],
+            4
+        );
+        assert_eq!(admin_action_to_ocsf(&a("incident.open"))["activity_id"], 1);
+        assert_eq!(
+            admin_action_to_ocsf(&a("tenant.create"))["metadata"]["tenant_uid"],
+            "t1"
+        );
     }
 }

@@ -1,5 +1,7 @@
 //! SIEM forwarding: each tenant can name sinks (a SIEM's syslog or JSON collector) that receive
-//! the tenant's stored audit log continuously, in log order, at least once.
+//! the tenant's stored audit log continuously, in log order, at least once — and the tenant's
+//! records of the admin-action trail (sign-ins, account and configuration changes), in trail
+//! order, with their own cursor.
 //!
 //! * Formats: syslog RFC 5424 (facility `log audit`, the decision in structured data, the event
 //!   as JSON in MSG), JSON lines (`{"log_index", "hash", "event"}`), and OCSF 1.1 JSON lines
@@ -164,6 +166,8 @@ pub struct SinkView {
     pub log_size: u64,
     /// Events stored but not yet delivered (`log_size - cursor`).
     pub lag: u64,
+    /// Admin actions of the tenant delivered up to this trail position.
+    pub admin_cursor: i64,
     /// Why the last attempt failed, until one succeeds.
     pub last_error: Option<String>,
     /// When events were last confirmed delivered (Unix ms).
@@ -193,6 +197,8 @@ pub struct SinkRecord {
     pub ca_pem: Option<String>,
     /// Next log position to deliver.
     pub cursor: u64,
+    /// Last admin-action trail position delivered.
+    pub admin_cursor: i64,
     /// Last failure.
     pub last_error: Option<String>,
     /// Last confirmed delivery.
@@ -210,6 +216,57 @@ pub struct LogEntry {
     pub hash: String,
     /// The event as stored.
     pub event_json: String,
+}
+
+/// One admin action of a tenant, as the forwarder sends it.
+#[derive(Debug, Clone)]
+pub struct AdminEntry {
+    /// Trail position.
+    pub seq: i64,
+    /// When (Unix ms).
+    pub ts_ms: i64,
+    /// Admin id.
+    pub actor_id: String,
+    /// Admin user name.
+    pub actor: String,
+    /// Admin role.
+    pub actor_role: String,
+    /// Tenant.
+    pub tenant_id: Option<String>,
+    /// What.
+    pub action: String,
+    /// On what.
+    pub target: String,
+    /// Before/after diff, JSON.
+    pub diff_json: String,
+    /// Hash in the admin-action chain.
+    pub hash: String,
+}
+
+impl AdminEntry {
+    fn as_ref(&self) -> sase_model::ocsf::AdminActionRef<'_> {
+        sase_model::ocsf::AdminActionRef {
+            seq: self.seq,
+            ts_ms: self.ts_ms,
+            actor_id: &self.actor_id,
+            actor: &self.actor,
+            actor_role: &self.actor_role,
+            tenant_id: self.tenant_id.as_deref(),
+            action: &self.action,
+            target: &self.target,
+            hash: &self.hash,
+        }
+    }
+
+    fn as_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "seq": self.seq, "ts_ms": self.ts_ms, "actor_id": self.actor_id, "actor": self.actor,
+            "actor_role": self.actor_role, "tenant_id": self.tenant_id, "action": self.action,
+            "target": self.target,
+            "diff": serde_json::from_str::<serde_json::Value>(&self.diff_json).unwrap_or(serde_json::Value::Null),
+            "hash": self.hash,
+        })
+    }
 }
 
 fn to_u64(v: i64) -> StoreResult<u64> {
@@ -235,13 +292,14 @@ fn sink_from_row(row: &sqlx::any::AnyRow) -> StoreResult<SinkRecord> {
         server_name: row.try_get("server_name")?,
         ca_pem: row.try_get("ca_pem")?,
         cursor: to_u64(row.try_get("cursor")?)?,
+        admin_cursor: row.try_get("admin_cursor")?,
         last_error: row.try_get("last_error")?,
         last_delivered_at_ms: row.try_get("last_delivered_at_ms")?,
         created_at_ms: row.try_get("created_at_ms")?,
     })
 }
 
-const SINK_COLUMNS: &str = "id, tenant_id, name, format, transport, address, server_name, ca_pem, cursor, last_error, last_delivered_at_ms, created_at_ms";
+const SINK_COLUMNS: &str = "id, tenant_id, name, format, transport, address, server_name, ca_pem, cursor, admin_cursor, last_error, last_delivered_at_ms, created_at_ms";
 
 impl Store {
     /// Stores a new sink. `false` when the tenant already has one with that name.
@@ -250,8 +308,8 @@ impl Store {
     /// Database failure.
     pub async fn insert_siem_sink(&self, sink: &SinkRecord) -> StoreResult<bool> {
         let result = sqlx::query(
-            "INSERT INTO siem_sinks (id, tenant_id, name, format, transport, address, server_name, ca_pem, cursor, created_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
+            "INSERT INTO siem_sinks (id, tenant_id, name, format, transport, address, server_name, ca_pem, cursor, created_at_ms, admin_cursor) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING",
         )
         .bind(&sink.id)
         .bind(&sink.tenant_id)
@@ -263,6 +321,7 @@ impl Store {
         .bind(sink.ca_pem.as_deref())
         .bind(to_i64(sink.cursor)?)
         .bind(sink.created_at_ms)
+        .bind(sink.admin_cursor)
         .execute(self.pool())
         .await?;
         Ok(result.rows_affected() == 1)
@@ -310,11 +369,18 @@ impl Store {
     ///
     /// # Errors
     /// Database failure.
-    pub async fn advance_siem_cursor(&self, id: &str, cursor: u64, now_ms: i64) -> StoreResult<()> {
+    pub async fn advance_siem_cursor(
+        &self,
+        id: &str,
+        cursor: u64,
+        admin_cursor: i64,
+        now_ms: i64,
+    ) -> StoreResult<()> {
         sqlx::query(
-            "UPDATE siem_sinks SET cursor = $1, last_error = NULL, last_delivered_at_ms = $2 WHERE id = $3 AND cursor < $1",
+            "UPDATE siem_sinks SET cursor = $1, admin_cursor = $2, last_error = NULL, last_delivered_at_ms = $3 WHERE id = $4 AND cursor <= $1 AND admin_cursor <= $2",
         )
         .bind(to_i64(cursor)?)
+        .bind(admin_cursor)
         .bind(now_ms)
         .bind(id)
         .execute(self.pool())
@@ -362,6 +428,54 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// The tenant's admin actions after trail position `after`, in order, at most `limit`.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn tenant_admin_actions(
+        &self,
+        tenant_id: &str,
+        after: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<AdminEntry>> {
+        let rows = sqlx::query(
+            "SELECT seq, ts_ms, actor_id, actor, actor_role, tenant_id, action, target, diff_json, hash FROM admin_actions WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(tenant_id)
+        .bind(after)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AdminEntry {
+                    seq: r.try_get("seq")?,
+                    ts_ms: r.try_get("ts_ms")?,
+                    actor_id: r.try_get("actor_id")?,
+                    actor: r.try_get("actor")?,
+                    actor_role: r.try_get("actor_role")?,
+                    tenant_id: r.try_get("tenant_id")?,
+                    action: r.try_get("action")?,
+                    target: r.try_get("target")?,
+                    diff_json: r.try_get("diff_json")?,
+                    hash: r.try_get("hash")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The highest admin-action trail position (0 when empty).
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn admin_trail_head(&self) -> StoreResult<i64> {
+        let row = sqlx::query("SELECT MAX(seq) AS m FROM admin_actions")
+            .fetch_one(self.pool())
+            .await?;
+        let head: Option<i64> = row.try_get("m")?;
+        Ok(head.unwrap_or(0))
     }
 
     /// Number of events in a tenant's log.
@@ -509,6 +623,49 @@ pub fn encode(format: SinkFormat, entry: &LogEntry) -> Result<Vec<u8>, serde_jso
     })
 }
 
+/// The bytes sent for one admin action in a sink's format.
+///
+/// # Errors
+/// Serialisation failure (not expected for these plain values).
+pub fn encode_admin(format: SinkFormat, entry: &AdminEntry) -> Result<Vec<u8>, serde_json::Error> {
+    Ok(match format {
+        SinkFormat::Syslog => {
+            let mut sd = format!(
+                "[{SD_ID} kind=\"admin_action\" seq=\"{}\" actor=\"{}\" role=\"{}\" action=\"{}\" target=\"{}\"",
+                entry.seq,
+                sd_value(&entry.actor),
+                sd_value(&entry.actor_role),
+                sd_value(&entry.action),
+                sd_value(&entry.target),
+            );
+            if let Some(t) = &entry.tenant_id {
+                sd.push_str(&format!(" tenant=\"{}\"", sd_value(t)));
+            }
+            sd.push(']');
+            // Facility 13 (log audit), severity 5 (notice).
+            let message = format!(
+                "<{}>1 {} sase-control sase-control - admin_action {sd} \u{feff}{}",
+                u16::from(FACILITY_LOG_AUDIT) * 8 + 5,
+                rfc3339_ms(entry.ts_ms),
+                serde_json::to_string(&entry.as_json())?,
+            );
+            format!("{} {message}", message.len()).into_bytes()
+        }
+        SinkFormat::JsonLines => {
+            let mut line =
+                serde_json::to_vec(&serde_json::json!({"admin_action": entry.as_json()}))?;
+            line.push(b'\n');
+            line
+        }
+        SinkFormat::Ocsf => {
+            let mut line =
+                serde_json::to_vec(&sase_model::ocsf::admin_action_to_ocsf(&entry.as_ref()))?;
+            line.push(b'\n');
+            line
+        }
+    })
+}
+
 // ---- API -----------------------------------------------------------------------------------
 
 fn valid_name(name: &str) -> bool {
@@ -561,6 +718,7 @@ fn view(sink: &SinkRecord, log_size: u64) -> SinkView {
         cursor: sink.cursor,
         log_size,
         lag: log_size.saturating_sub(sink.cursor),
+        admin_cursor: sink.admin_cursor,
         last_error: sink.last_error.clone(),
         last_delivered_at_ms: sink.last_delivered_at_ms,
         created_at_ms: sink.created_at_ms,
@@ -626,6 +784,10 @@ pub async fn create_sink(
         cursor: match new.start {
             SinkStart::Beginning => 0,
             SinkStart::Now => log_size,
+        },
+        admin_cursor: match new.start {
+            SinkStart::Beginning => 0,
+            SinkStart::Now => state.store.admin_trail_head().await?,
         },
         last_error: None,
         last_delivered_at_ms: None,
@@ -723,8 +885,10 @@ struct Link {
     stream: Box<dyn SinkStream>,
     /// Next log position to send on this connection.
     sent_cursor: u64,
-    /// `(cursor after the write, when)` of writes not yet confirmed, oldest first.
-    unconfirmed: VecDeque<(u64, Instant)>,
+    /// Last admin-action trail position sent on this connection.
+    sent_admin: i64,
+    /// `(cursor, admin cursor after the write, when)` of writes not yet confirmed, oldest first.
+    unconfirmed: VecDeque<(u64, i64, Instant)>,
 }
 
 /// Per-sink state of the forwarder.
@@ -794,16 +958,16 @@ async fn forward_round(
             return Err(format!("{} closed the connection", sink.address));
         }
         let mut confirmed = None;
-        while let Some((cursor, at)) = link.unconfirmed.front().copied() {
+        while let Some((cursor, admin, at)) = link.unconfirmed.front().copied() {
             if at.elapsed() < CONFIRM_AFTER {
                 break;
             }
-            confirmed = Some(cursor);
+            confirmed = Some((cursor, admin));
             link.unconfirmed.pop_front();
         }
-        if let Some(cursor) = confirmed {
+        if let Some((cursor, admin)) = confirmed {
             store
-                .advance_siem_cursor(&sink.id, cursor, now_ms())
+                .advance_siem_cursor(&sink.id, cursor, admin, now_ms())
                 .await
                 .map_err(|e| format!("store: {e}"))?;
         }
@@ -813,6 +977,7 @@ async fn forward_round(
         runtime.link = Some(Link {
             stream,
             sent_cursor: sink.cursor,
+            sent_admin: sink.admin_cursor,
             unconfirmed: VecDeque::new(),
         });
         tracing::info!(sink = %sink.name, tenant = %sink.tenant_id, address = %sink.address, cursor = sink.cursor, "SIEM sink connected");
@@ -824,14 +989,26 @@ async fn forward_round(
         .log_entries(&sink.tenant_id, link.sent_cursor, BATCH)
         .await
         .map_err(|e| format!("store: {e}"))?;
-    let Some(last) = entries.last() else {
+    let actions = store
+        .tenant_admin_actions(&sink.tenant_id, link.sent_admin, BATCH)
+        .await
+        .map_err(|e| format!("store: {e}"))?;
+    if entries.is_empty() && actions.is_empty() {
         return Ok(false);
-    };
-    let next = last.log_index + 1;
-    let mut bytes = Vec::with_capacity(entries.len() * 512);
+    }
+    let next = entries
+        .last()
+        .map_or(link.sent_cursor, |last| last.log_index + 1);
+    let next_admin = actions.last().map_or(link.sent_admin, |last| last.seq);
+    let mut bytes = Vec::with_capacity((entries.len() + actions.len()) * 512);
     for entry in &entries {
         let encoded = encode(sink.format, entry)
             .map_err(|e| format!("stored event at log index {}: {e}", entry.log_index))?;
+        bytes.extend_from_slice(&encoded);
+    }
+    for action in &actions {
+        let encoded = encode_admin(sink.format, action)
+            .map_err(|e| format!("admin action {}: {e}", action.seq))?;
         bytes.extend_from_slice(&encoded);
     }
     let written = tokio::time::timeout(Duration::from_secs(10), async {
@@ -842,8 +1019,10 @@ async fn forward_round(
     match written {
         Ok(Ok(())) => {
             link.sent_cursor = next;
-            link.unconfirmed.push_back((next, Instant::now()));
-            Ok(entries.len() == BATCH)
+            link.sent_admin = next_admin;
+            link.unconfirmed
+                .push_back((next, next_admin, Instant::now()));
+            Ok(entries.len() == BATCH || actions.len() == BATCH)
         }
         Ok(Err(e)) => {
             runtime.link = None;

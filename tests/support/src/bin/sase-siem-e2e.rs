@@ -1,5 +1,5 @@
 //! SIEM forwarding end to end: a real control plane with an enrolled edge forwards its tenant's
-//! audit trail to three sinks at once — a real rsyslog over TLS (RFC 5425, syslog RFC 5424),
+//! audit trail (and the tenant's admin actions) to three sinks at once — a real rsyslog over TLS (RFC 5425, syslog RFC 5424),
 //! a JSON-lines collector and an OCSF collector over TCP (small receivers in this driver) —
 //! through traffic, through an rsyslog outage and restart, and checks that every stored event
 //! arrived at every sink (duplicates allowed, gaps not), with the fields each format promises.
@@ -188,7 +188,28 @@ async fn wait_stored(stack: &Stack, events: u64) -> Result<()> {
     }
 }
 
-/// Waits until every sink has delivered the whole log (cursor = log size, no error).
+/// Trail positions of the tenant's admin actions.
+async fn admin_seqs(stack: &Stack) -> Result<Vec<i64>> {
+    let (status, page) = stack
+        .api_json(
+            reqwest::Method::GET,
+            &format!("/api/admin-actions?tenant={}&limit=1000", stack.tenant_id),
+            None,
+        )
+        .await?;
+    if !status.is_success() {
+        bail!("admin actions: {status} {page}");
+    }
+    let mut seqs: Vec<i64> = page["actions"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x["seq"].as_i64()).collect())
+        .unwrap_or_default();
+    seqs.sort_unstable();
+    Ok(seqs)
+}
+
+/// Waits until every sink has delivered the whole log (cursor = log size, no error) and every
+/// admin action of the tenant.
 async fn wait_caught_up(stack: &Stack) -> Result<u64> {
     let started = Instant::now();
     loop {
@@ -197,10 +218,14 @@ async fn wait_caught_up(stack: &Stack) -> Result<u64> {
             .first()
             .and_then(|s| s["log_size"].as_u64())
             .unwrap_or(0);
+        let admin_head = admin_seqs(stack).await?.last().copied().unwrap_or(0);
         if size > 0
-            && all
-                .iter()
-                .all(|s| s["lag"] == 0 && s["cursor"] == size && s["last_error"].is_null())
+            && all.iter().all(|s| {
+                s["lag"] == 0
+                    && s["cursor"] == size
+                    && s["admin_cursor"].as_i64() == Some(admin_head)
+                    && s["last_error"].is_null()
+            })
         {
             return Ok(size);
         }
@@ -213,16 +238,25 @@ async fn wait_caught_up(stack: &Stack) -> Result<u64> {
 
 /// Log positions received by rsyslog: from the `log_index` SD-PARAM of each line, with the
 /// event in MSG checked against the SD-PARAMs.
-fn rsyslog_positions(work: &Path) -> Result<(BTreeMap<u64, u32>, u32)> {
+fn rsyslog_positions(work: &Path) -> Result<(BTreeMap<u64, u32>, u32, Vec<i64>)> {
     let text = std::fs::read_to_string(work.join("rsyslog-received.log")).unwrap_or_default();
     let mut seen = BTreeMap::new();
     let mut malformed = 0;
+    let mut admin = Vec::new();
     for line in text.lines() {
         let Some((sd, msg)) = line.split_once('\t') else {
             malformed += 1;
             continue;
         };
         let msg = msg.trim_start_matches('\u{feff}').trim();
+        if sd.contains(" kind=\"admin_action\"") {
+            let v: Value = serde_json::from_str(msg).unwrap_or(Value::Null);
+            match v["seq"].as_i64() {
+                Some(seq) if v["action"].is_string() && v["hash"].is_string() => admin.push(seq),
+                _ => malformed += 1,
+            }
+            continue;
+        }
         let event: Option<AuditEvent> = serde_json::from_str(msg).ok();
         let param = |name: &str| {
             sd.split(&format!(" {name}=\""))
@@ -243,14 +277,19 @@ fn rsyslog_positions(work: &Path) -> Result<(BTreeMap<u64, u32>, u32)> {
             _ => malformed += 1,
         }
     }
-    Ok((seen, malformed))
+    Ok((seen, malformed, admin))
 }
 
-fn json_positions(lines: &Received) -> (BTreeMap<u64, u32>, u32) {
+fn json_positions(lines: &Received) -> (BTreeMap<u64, u32>, u32, Vec<i64>) {
     let mut seen = BTreeMap::new();
     let mut malformed = 0;
+    let mut admin = Vec::new();
     for line in lines.lock().map(|l| l.clone()).unwrap_or_default() {
         let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+        if let Some(seq) = v["admin_action"]["seq"].as_i64() {
+            admin.push(seq);
+            continue;
+        }
         let event: Option<AuditEvent> = serde_json::from_value(v["event"].clone()).ok();
         // The hash travels with the event: a SIEM can check it against the chain.
         match (v["log_index"].as_u64(), event) {
@@ -260,13 +299,14 @@ fn json_positions(lines: &Received) -> (BTreeMap<u64, u32>, u32) {
             _ => malformed += 1,
         }
     }
-    (seen, malformed)
+    (seen, malformed, admin)
 }
 
-fn ocsf_positions(lines: &Received, tenant: &str) -> (BTreeMap<u64, u32>, u32, u32) {
+fn ocsf_positions(lines: &Received, tenant: &str) -> (BTreeMap<u64, u32>, u32, u32, Vec<i64>) {
     let mut seen = BTreeMap::new();
     let mut malformed = 0;
     let mut http = 0;
+    let mut admin = Vec::new();
     for line in lines.lock().map(|l| l.clone()).unwrap_or_default() {
         let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
         let class = v["class_uid"].as_u64();
@@ -280,6 +320,14 @@ fn ocsf_positions(lines: &Received, tenant: &str) -> (BTreeMap<u64, u32>, u32, u
             malformed += 1;
             continue;
         }
+        if v["metadata"]["log_name"] == "sase-admin-actions" {
+            // Authentication, Account Change or API Activity.
+            match (class, v["metadata"]["sequence"].as_i64()) {
+                (Some(3001 | 3002 | 6003), Some(seq)) => admin.push(seq),
+                _ => malformed += 1,
+            }
+            continue;
+        }
         if class == Some(4002) {
             http += 1;
         }
@@ -288,7 +336,7 @@ fn ocsf_positions(lines: &Received, tenant: &str) -> (BTreeMap<u64, u32>, u32, u
             *seen.entry(seq - 1).or_insert(0) += 1;
         }
     }
-    (seen, malformed, http)
+    (seen, malformed, http, admin)
 }
 
 fn gaps(seen: &BTreeMap<u64, u32>, size: u64) -> u64 {
@@ -442,13 +490,31 @@ async fn run(args: &Args, checks: &mut Checks) -> Result<(u64, u64, u64)> {
     // rsyslog writes what it took before it acknowledges nothing: give its file a moment to
     // show the last batch (readiness: poll until complete or the deadline).
     let deadline = Instant::now() + Duration::from_secs(20);
-    let (mut syslog_seen, mut syslog_bad) = rsyslog_positions(work)?;
-    while gaps(&syslog_seen, size) > 0 && Instant::now() < deadline {
+    let expected_admin = admin_seqs(&stack).await?;
+    let (mut syslog_seen, mut syslog_bad, mut syslog_admin) = rsyslog_positions(work)?;
+    while (gaps(&syslog_seen, size) > 0 || expected_admin.iter().any(|s| !syslog_admin.contains(s)))
+        && Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        (syslog_seen, syslog_bad) = rsyslog_positions(work)?;
+        (syslog_seen, syslog_bad, syslog_admin) = rsyslog_positions(work)?;
     }
-    let (json_seen, json_bad) = json_positions(&json_lines);
-    let (ocsf_seen, ocsf_bad, ocsf_http) = ocsf_positions(&ocsf_lines, &stack.tenant_id);
+    let (json_seen, json_bad, json_admin) = json_positions(&json_lines);
+    let (ocsf_seen, ocsf_bad, ocsf_http, ocsf_admin) =
+        ocsf_positions(&ocsf_lines, &stack.tenant_id);
+    for (name, got) in [
+        ("rsyslog-tls", &syslog_admin),
+        ("json", &json_admin),
+        ("ocsf", &ocsf_admin),
+    ] {
+        let missing = expected_admin.iter().filter(|s| !got.contains(s)).count();
+        checks.check(
+            missing == 0 && !expected_admin.is_empty(),
+            &format!(
+                "{name}: the tenant's {} admin actions (sites, claim codes, policy, sinks) arrived ({missing} missing)",
+                expected_admin.len()
+            ),
+        );
+    }
 
     println!();
     println!(
