@@ -7,6 +7,7 @@
 //! | event kind | OCSF class | category |
 //! |---|---|---|
 //! | `http_request` | HTTP Activity (4002), activity from the method | Network Activity (4) |
+//! | `http_request` on which the WAF matched rules | Detection Finding (2004), activity Create, the request as evidence | Findings (2) |
 //! | `quic_flow` | Network Activity (4001), activity Other | Network Activity (4) |
 //! | `policy_applied`, `policy_rejected`, `update_*` | Device Config State Change (5019), activity Other | Discovery (5) |
 //! | `spool_full`, `spool_recovered` (logging health) | Event Log Activity (1008), activity Other | System Activity (1) |
@@ -74,13 +75,21 @@ fn http_activity(method: &str) -> (u32, &'static str) {
 /// The OCSF JSON object for one audit event. `event_hash` is the event's chain hash (stored
 /// alongside it; passed in so that callers holding it do not recompute it).
 pub fn to_ocsf(event: &AuditEvent, event_hash: &str) -> Value {
-    let (class_uid, class_name, category_uid, category_name) = class_of(event.kind);
+    let denied = event.decision == Decision::Deny;
+    let waf_finding = event.waf.as_ref().is_some_and(|w| !w.rule_ids.is_empty());
+    // A request the WAF matched rules on is a finding first: Detection Finding, with the
+    // request as its evidence.
+    let finding = event.kind == EventKind::HttpRequest && waf_finding;
+    let (class_uid, class_name, category_uid, category_name) = if finding {
+        (2004, "Detection Finding", 2, "Findings")
+    } else {
+        class_of(event.kind)
+    };
     let (activity_id, activity_name) = match (&event.kind, &event.http) {
+        _ if finding => (1, "Create"),
         (EventKind::HttpRequest, Some(http)) => http_activity(&http.method),
         _ => (99, "Other"),
     };
-    let denied = event.decision == Decision::Deny;
-    let waf_finding = event.waf.as_ref().is_some_and(|w| !w.rule_ids.is_empty());
     // Informational for allowed traffic; Medium for a refusal; High when the WAF refused it.
     let (severity_id, severity) = match (denied, event.waf.as_ref().is_some_and(|w| w.blocked)) {
         (true, true) => (4, "High"),
@@ -171,6 +180,39 @@ pub fn to_ocsf(event: &AuditEvent, event_hash: &str) -> Value {
         );
     }
     object.insert("unmapped".into(), Value::Object(unmapped));
+    if finding {
+        // Detection Finding has no request attributes of its own: they become its evidence.
+        let mut evidence = Map::new();
+        for key in ["http_request", "http_response", "src_endpoint"] {
+            if let Some(v) = object.remove(key) {
+                evidence.insert(key.into(), v);
+            }
+        }
+        let waf = event.waf.as_ref();
+        let messages: Vec<&str> = waf
+            .map(|w| w.messages.iter().map(String::as_str).collect())
+            .unwrap_or_default();
+        let rules: Vec<String> = waf
+            .map(|w| w.rule_ids.iter().map(u32::to_string).collect())
+            .unwrap_or_default();
+        object.insert(
+            "finding_info".into(),
+            json!({
+                "uid": event.reference,
+                "title": messages.first().copied().unwrap_or("WAF rule match"),
+                "desc": messages.join("; "),
+                "types": ["WAF"],
+                "analytic": {
+                    "uid": rules.first().cloned().unwrap_or_default(),
+                    "name": "OWASP CRS",
+                    "type_id": 1,
+                    "type": "Rule",
+                },
+                "related_analytics": rules.iter().map(|r| json!({"uid": r, "type_id": 1, "type": "Rule"})).collect::<Vec<_>>(),
+            }),
+        );
+        object.insert("evidences".into(), json!([Value::Object(evidence)]));
+    }
     Value::Object(object)
 }
 
@@ -331,7 +373,13 @@ mod tests {
             skipped: None,
         });
         let o = to_ocsf(&e, "h");
-        assert_eq!(o["activity_id"], 99);
+        // A WAF match is a Detection Finding with the request as evidence.
+        assert_eq!(o["class_uid"], 2004);
+        assert_eq!(o["type_uid"], 200401);
+        assert_eq!(o["finding_info"]["analytic"]["uid"], "942100");
+        assert_eq!(o["finding_info"]["title"], "SQL Injection");
+        assert_eq!(o["evidences"][0]["http_request"]["http_method"], "PATCH");
+        assert!(o.get("http_request").is_none());
         assert_eq!(o["status_id"], 2);
         assert_eq!(o["action_id"], 2);
         assert_eq!(o["disposition_id"], 2);
