@@ -248,7 +248,9 @@ pub fn admin_action_class(
     const APP: (u32, &str) = (6, "Application Activity");
     let account = |id, name| (3001, "Account Change", IAM.0, IAM.1, id, name);
     match action {
-        "admin.sign_in" => (3002, "Authentication", IAM.0, IAM.1, 1, "Logon"),
+        "admin.sign_in" | "admin.sign_in_failed" => {
+            (3002, "Authentication", IAM.0, IAM.1, 1, "Logon")
+        }
         "admin.create" => account(1, "Create"),
         "admin.disable" => account(5, "Disable"),
         "admin.mfa_confirm" => account(10, "MFA Factor Enable"),
@@ -278,6 +280,7 @@ pub fn admin_action_class(
 pub fn admin_action_to_ocsf(a: &AdminActionRef<'_>) -> Value {
     let (class_uid, class_name, category_uid, category_name, activity_id, activity_name) =
         admin_action_class(a.action);
+    let failed = a.action == "admin.sign_in_failed";
     json!({
         "class_uid": class_uid,
         "class_name": class_name,
@@ -287,10 +290,10 @@ pub fn admin_action_to_ocsf(a: &AdminActionRef<'_>) -> Value {
         "activity_name": activity_name,
         "type_uid": u64::from(class_uid) * 100 + u64::from(activity_id),
         "time": a.ts_ms,
-        "severity_id": 1,
-        "severity": "Informational",
-        "status_id": 1,
-        "status": "Success",
+        "severity_id": if failed { 3 } else { 1 },
+        "severity": if failed { "Medium" } else { "Informational" },
+        "status_id": if failed { 2 } else { 1 },
+        "status": if failed { "Failure" } else { "Success" },
         "metadata": {
             "version": OCSF_VERSION,
             "uid": format!("admin-action-{}", a.seq),
@@ -423,6 +426,9 @@ mod tests {
             admin_action_to_ocsf(&a("admin.disable"))["type_uid"],
             300105
         );
+        let failed = admin_action_to_ocsf(&a("admin.sign_in_failed"));
+        assert_eq!(failed["class_uid"], 3002);
+        assert_eq!(failed["status"], "Failure");
         assert_eq!(
             admin_action_to_ocsf(&a("policy.update"))["type_uid"],
             600303

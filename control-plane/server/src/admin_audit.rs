@@ -51,6 +51,51 @@ fn diff_into(path: &str, before: &Value, after: &Value, out: &mut Vec<Value>) {
     }
 }
 
+/// Records a refused sign-in of an existing admin (`admin.sign_in_failed`, with why: wrong
+/// password, disabled, MFA missing, wrong or locked), so that it reaches the tenant's trail and
+/// SIEM as an Authentication failure. Unknown user names are not attributable to a tenant and
+/// are only logged. Never fails the caller: a sign-in refusal is answered either way.
+pub async fn record_failed_sign_in(
+    state: &SharedState,
+    admin: &crate::store::AdminRecord,
+    why: &str,
+) {
+    let Ok(role) = admin.role.parse::<crate::rbac::Role>() else {
+        return;
+    };
+    let scope = match (role.is_msp(), &admin.tenant_id) {
+        (true, _) => crate::rbac::Scope::Msp {
+            msp_id: admin.msp_id.clone(),
+        },
+        (false, Some(tenant_id)) => crate::rbac::Scope::Customer {
+            msp_id: admin.msp_id.clone(),
+            tenant_id: tenant_id.clone(),
+        },
+        (false, None) => return,
+    };
+    let actor = Principal {
+        id: admin.id.clone(),
+        username: admin.username.clone(),
+        role,
+        scope,
+        token_scopes: None,
+    };
+    let tenant = actor.scope.tenant_id().map(str::to_string);
+    if let Err(err) = record(
+        state,
+        &actor,
+        "admin.sign_in_failed",
+        tenant.as_deref(),
+        &admin.id,
+        Value::Null,
+        json!({"reason": why}),
+    )
+    .await
+    {
+        tracing::warn!(?err, "cannot record a failed sign-in");
+    }
+}
+
 /// Records one admin action.
 ///
 /// # Errors

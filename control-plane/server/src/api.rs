@@ -210,6 +210,11 @@ pub async fn login(
         .map_err(ApiError::internal)?;
     if !ok || found.is_none() {
         tracing::info!(username = %req.username, "failed sign-in");
+        if found.is_some() {
+            if let Some(record) = state.store.admin(&admin_id).await? {
+                crate::admin_audit::record_failed_sign_in(&state, &record, "wrong_password").await;
+            }
+        }
         return Err(ApiError::unauthorized("wrong user name or password"));
     }
     let record = state
@@ -217,7 +222,10 @@ pub async fn login(
         .admin(&admin_id)
         .await?
         .ok_or_else(|| ApiError::unauthorized("wrong user name or password"))?;
-    crate::admins::check_sign_in(&state, &record, req.totp.as_deref()).await?;
+    if let Err(err) = crate::admins::check_sign_in(&state, &record, req.totp.as_deref()).await {
+        crate::admin_audit::record_failed_sign_in(&state, &record, err.code()).await;
+        return Err(err);
+    }
     let session = auth::random_secret(32);
     let now = now_ms();
     let expires_at_ms = now + SESSION_TTL_MS;

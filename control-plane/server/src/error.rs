@@ -94,6 +94,11 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         self.status
     }
+
+    /// The stable error code.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
 }
 
 impl std::fmt::Display for ApiError {
