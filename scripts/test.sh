@@ -75,6 +75,9 @@ tests/e2e/siem.sh
 step "schemathesis through the edge against the contract's OpenAPI document (expects server_errors=0 accepted_invalid=0)"
 tests/security/schemathesis.sh
 
+step "schemathesis against the control plane's own OpenAPI document, every operation as the MSP owner (expects server_errors=0)"
+tests/security/schemathesis-control.sh
+
 step "continuous access evaluation (SET revocation on an open keep-alive connection, expects caep_revocation_ms <= 1000) and API inventory (shadow / zombie endpoints; expects failed=0)"
 tests/e2e/cae.sh
 
