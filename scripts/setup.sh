@@ -17,7 +17,8 @@ APT_PACKAGES=(
   redis-server
   python3 python3-venv
   rsyslog rsyslog-gnutls openssl
-  mmdebstrap qemu-system-x86 squashfs-tools busybox-static fdisk cpio dosfstools mtools socat
+  mmdebstrap qemu-system-x86 ovmf squashfs-tools busybox-static fdisk cpio dosfstools mtools socat
+  systemd-boot-efi binutils
 )
 # Extra packages a caller needs (e.g. the WAF comparison scripts): SETUP_EXTRA="nginx wrk".
 read -r -a EXTRA <<< "${SETUP_EXTRA:-}"

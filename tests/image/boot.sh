@@ -12,6 +12,7 @@
 #   IMAGE_BOOT_SMOKE=1 sudo tests/image/boot.sh   # build + one boot to enforcing (CI)
 #   IMAGE_BOOT_PROFILE=debug|release              # which sase-edge goes in (smoke: debug)
 #   IMAGE_BOOT_CONFIRM_WINDOW=90                  # seconds a trial slot has to confirm
+#   IMAGE_BOOT_FIRMWARE=uefi|kernel               # OVMF boots the disk (default) or QEMU -kernel
 #
 # The Debian root tarball and the vendor key are cached in target/image-cache between runs.
 set -euo pipefail
@@ -21,6 +22,8 @@ SMOKE=${IMAGE_BOOT_SMOKE:-0}
 WORK=$(mktemp -d "/tmp/sase-image-boot.$$.XXXXXX")
 OUT=$TARGET_DIR/image-test
 WINDOW=${IMAGE_BOOT_CONFIRM_WINDOW:-90}
+# Fast squashfs compression: the tests build four root filesystems.
+export SASE_IMAGE_ZSTD_LEVEL=${SASE_IMAGE_ZSTD_LEVEL:-3}
 
 for tool in qemu-system-x86_64 socat mcopy sfdisk jq; do
   command -v "$tool" >/dev/null || {
@@ -61,6 +64,10 @@ if [ "$SMOKE" != 1 ]; then
     --tamper-update "$OUT/sase-edge-v4.sasu" --foreign-update "$WORK/foreign.sasu")
 fi
 
+# UEFI (OVMF) boots the disk the way a box does; IMAGE_BOOT_FIRMWARE=kernel uses QEMU's -kernel.
+if [ "${IMAGE_BOOT_FIRMWARE:-uefi}" = uefi ]; then
+  extra+=(--uefi /usr/share/OVMF/OVMF_CODE_4M.fd)
+fi
 if "$TARGET_DIR/debug/sase-image-e2e" --bin-dir "$TARGET_DIR/debug" --image-dir "$OUT" \
   --work-dir "$WORK" "${extra[@]}"; then
   rm -rf "$WORK"

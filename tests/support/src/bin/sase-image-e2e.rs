@@ -44,6 +44,9 @@ struct Args {
     /// The same version signed with a key that is not the vendor's (full mode).
     #[arg(long)]
     foreign_update: Option<PathBuf>,
+    /// Boot the disk through UEFI firmware (OVMF code file) instead of QEMU's `-kernel`.
+    #[arg(long)]
+    uefi: Option<PathBuf>,
 }
 
 const CP_GUEST: &str = "10.0.2.100";
@@ -141,22 +144,48 @@ fn start_vm(args: &Args, disk: &Path, cp_port: u16, app_port: u16) -> Result<Vm>
         "-nodefaults",
         "-no-user-config",
     ])
-    .args(["-display", "none", "-serial", "stdio", "-monitor", "none"])
-    .arg("-kernel")
-    .arg(args.image_dir.join("vmlinuz"))
-    .arg("-initrd")
-    .arg(args.image_dir.join("initrd.img"))
-    .arg("-append")
-    .arg(cmdline.trim())
-    .arg("-drive")
-    .arg(format!(
-        "file={},format=raw,if=virtio,cache=unsafe",
-        disk.display()
-    ))
-    .arg("-netdev")
-    .arg(netdev)
-    .args(["-device", "virtio-net-pci,netdev=n0"])
-    .stdin(std::process::Stdio::null());
+    .args(["-display", "none", "-serial", "stdio", "-monitor", "none"]);
+    match &args.uefi {
+        // The disk boots itself: firmware → EFI/BOOT/BOOTX64.EFI on its boot partition.
+        Some(code) => {
+            let vars = args.work_dir.join("efivars.fd");
+            let template = code.with_file_name(
+                code.file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or_default()
+                    .replace("CODE", "VARS"),
+            );
+            std::fs::copy(&template, &vars)
+                .with_context(|| format!("copying {}", template.display()))?;
+            cmd.arg("-drive")
+                .arg(format!(
+                    "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                    code.display()
+                ))
+                .arg("-drive")
+                .arg(format!(
+                    "if=pflash,format=raw,unit=1,file={}",
+                    vars.display()
+                ));
+        }
+        None => {
+            cmd.arg("-kernel")
+                .arg(args.image_dir.join("vmlinuz"))
+                .arg("-initrd")
+                .arg(args.image_dir.join("initrd.img"))
+                .arg("-append")
+                .arg(cmdline.trim());
+        }
+    }
+    cmd.arg("-drive")
+        .arg(format!(
+            "file={},format=raw,if=virtio,cache=unsafe",
+            disk.display()
+        ))
+        .arg("-netdev")
+        .arg(netdev)
+        .args(["-device", "virtio-net-pci,netdev=n0"])
+        .stdin(std::process::Stdio::null());
     let serial = args.work_dir.join("serial.log");
     let child = spawn_logged(&mut cmd, "qemu", &serial)?;
     Ok(Vm {
@@ -423,6 +452,14 @@ async fn main() -> Result<()> {
         &line,
     );
 
+    if args.uefi.is_some() {
+        let efi = vm.wait_line("EFI stub:", 0, Duration::from_secs(5));
+        run.check(
+            "the disk boots itself through UEFI (unified kernel image on its boot partition)",
+            efi.is_ok(),
+            format!("{efi:?}"),
+        );
+    }
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()?;
