@@ -66,6 +66,9 @@ tests/e2e/contract.sh
 step "authorization guards end-to-end: API1 ownership, API7 egress allowlist, API10 third-party responses, GraphQL limits, token translation + upstream mTLS, listener client certificates (expects failed=0)"
 tests/e2e/authz.sh
 
+step "staged policy rollouts: canary health, automatic rollback the rest of the fleet never sees, promotion, manual rollback (expects failed=0)"
+tests/e2e/rollout.sh
+
 step "audit delivery under faults: SIGKILL edge / control plane / both under load, bounded spool in alert and fail-closed modes (expects lost=0 duplicated=0)"
 tests/e2e/audit-faults.sh
 

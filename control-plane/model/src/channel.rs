@@ -15,6 +15,9 @@ pub const MAX_AUDIT_BATCH: usize = 500;
 /// Largest channel frame accepted, in bytes.
 pub const MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
 
+/// Most failing upstreams a health report lists.
+pub const MAX_HEALTH_FAILURES: usize = 32;
+
 /// From the edge to the control plane.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
@@ -53,6 +56,17 @@ pub enum EdgeMessage {
         version: Option<u64>,
         /// Why.
         reason: String,
+    },
+    /// The edge's health check after applying a bundle: every upstream of the policy
+    /// reachable (canary rollouts are decided on it).
+    PolicyHealth {
+        /// The version applied.
+        version: u64,
+        /// All upstreams reachable.
+        healthy: bool,
+        /// Upstreams that were not, with why (at most [`MAX_HEALTH_FAILURES`]).
+        #[serde(default)]
+        failing: Vec<String>,
     },
     /// API inventory (OWASP API9): requests seen since the last report, aggregated (at most
     /// [`crate::inventory::MAX_INVENTORY_ENTRIES`] entries).

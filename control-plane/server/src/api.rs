@@ -728,6 +728,7 @@ pub async fn put_policy(
         )
     })?;
     let stored = publish_policy(&state, &tenant_id, policy, &admin.username).await?;
+    crate::rollouts::supersede(&state, &tenant_id, stored.version).await?;
     let pushed = state.hub.broadcast(
         &tenant_id,
         &ControlMessage::Policy {

@@ -15,7 +15,6 @@ use axum::Extension;
 use futures_util::StreamExt as _;
 use sase_audit::device_key::DeviceKey;
 use sase_model::audit::{batch_signing_bytes, BatchSignature, ChainError};
-use sase_model::bundle::SignedBundle;
 use sase_model::channel::{ControlMessage, EdgeMessage, MAX_AUDIT_BATCH, MAX_FRAME_BYTES};
 use sase_model::fleet::{Device, DeviceStatus};
 use sase_model::{AuditEvent, ChainVerifier, GENESIS_HASH};
@@ -187,18 +186,6 @@ async fn protocol_error(
         .await;
 }
 
-async fn current_bundle(
-    state: &SharedState,
-    tenant_id: &str,
-) -> Result<Option<SignedBundle>, ApiError> {
-    let Some(latest) = state.store.latest_policy(tenant_id).await? else {
-        return Ok(None);
-    };
-    SignedBundle::from_json(latest.bundle_json.as_bytes())
-        .map(Some)
-        .map_err(ApiError::internal)
-}
-
 async fn handle(
     state: &SharedState,
     device: &Device,
@@ -217,7 +204,10 @@ async fn handle(
                 .device_seen(&device.id, now, applied_version, Some(&edge_version))
                 .await?;
             let mut replies = Vec::new();
-            if let Some(bundle) = current_bundle(state, &device.tenant_id).await? {
+            // Outside the canaries of a rollout in progress, the stable version.
+            if let Some(bundle) =
+                crate::rollouts::bundle_for(state, &device.tenant_id, &device.id).await?
+            {
                 replies.push(ControlMessage::Policy { bundle });
             }
             let head = state
@@ -226,9 +216,25 @@ async fn handle(
                 .await?
                 .map_or(0, |(s, _)| s);
             replies.push(ControlMessage::AuditAck { up_to_seq: head });
-            replies.extend(crate::updates::pending_offers(&device.id));
             replies.extend(crate::caep::hello_messages(state, &device.tenant_id).await?);
+            replies.extend(crate::updates::pending_offers(&device.id));
             Ok(replies)
+        }
+        EdgeMessage::PolicyHealth {
+            version,
+            healthy,
+            failing,
+        } => {
+            crate::rollouts::on_health(
+                state,
+                &device.tenant_id,
+                &device.id,
+                version,
+                healthy,
+                &failing,
+            )
+            .await?;
+            Ok(Vec::new())
         }
         EdgeMessage::Heartbeat {
             applied_version, ..
@@ -255,6 +261,18 @@ async fn handle(
             Ok(Vec::new())
         }
         EdgeMessage::PolicyRejected { version, reason } => {
+            if let Some(version) = version {
+                // A bundle an edge refuses is as bad for a canary as a failing health check.
+                crate::rollouts::on_health(
+                    state,
+                    &device.tenant_id,
+                    &device.id,
+                    version,
+                    false,
+                    &[format!("bundle refused: {reason}")],
+                )
+                .await?;
+            }
             state
                 .alert(
                     Some(&device.tenant_id),

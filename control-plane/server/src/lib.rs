@@ -14,6 +14,8 @@
 //! * [`admin_audit`] — recording admin actions (hash-chained, with before/after diffs).
 //! * [`retention`] — per-tenant audit retention: whole expired months deleted (integrity
 //!   skeleton kept), signed retention records.
+//! * [`rollouts`] — staged policy rollouts: canaries first, health-decided promotion or
+//!   automatic rollback, manual promote and rollback.
 //! * [`siem`] — forwarding each tenant's audit trail to its SIEMs (syslog RFC 5424 over
 //!   TCP/TLS, JSON lines, OCSF), at least once, with a persisted cursor.
 //! * [`caep`] — continuous access evaluation: the SET push endpoint (RFC 8935), transmitter
@@ -44,6 +46,7 @@ pub mod openapi;
 pub mod pki;
 pub mod rbac;
 pub mod retention;
+pub mod rollouts;
 pub mod siem;
 pub mod state;
 pub mod store;
@@ -77,6 +80,22 @@ pub fn router(state: SharedState) -> Router {
         .route(
             "/tenants/{tenant_id}/policy",
             get(api::get_policy).put(api::put_policy),
+        )
+        .route(
+            "/tenants/{tenant_id}/policy/rollouts",
+            post(rollouts::create),
+        )
+        .route(
+            "/tenants/{tenant_id}/policy/rollouts/latest",
+            get(rollouts::latest),
+        )
+        .route(
+            "/tenants/{tenant_id}/policy/rollouts/promote",
+            post(rollouts::promote_now),
+        )
+        .route(
+            "/tenants/{tenant_id}/policy/rollback",
+            post(rollouts::rollback),
         )
         .route(
             "/tenants/{tenant_id}/policy/versions",

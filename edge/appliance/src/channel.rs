@@ -177,6 +177,7 @@ async fn session(
                 match message {
                     ControlMessage::Policy { bundle } => {
                         let offered = bundle_version(&bundle);
+                        let upstreams = crate::health::upstreams_of(&bundle);
                         let outcome = {
                             let policy = edge.policy.clone();
                             tokio::task::spawn_blocking(move || policy.apply(&bundle)).await?
@@ -190,6 +191,12 @@ async fn session(
                                     tokio::spawn(async move { crate::jwks::refresh_all(&edge, &active).await });
                                 }
                                 sink.send(send(&EdgeMessage::PolicyApplied { version })?).await?;
+                                // Health after the change: canary rollouts are decided on it.
+                                let failing = crate::health::probe(&upstreams).await;
+                                if !failing.is_empty() {
+                                    tracing::warn!(version, ?failing, "upstreams unreachable after the policy change");
+                                }
+                                sink.send(send(&EdgeMessage::PolicyHealth { version, healthy: failing.is_empty(), failing })?).await?;
                             }
                             Ok(ApplyOutcome::Unchanged(version)) => {
                                 sink.send(send(&EdgeMessage::PolicyApplied { version })?).await?;

@@ -6,10 +6,14 @@
 //! * [`listener`] — the published HTTP/HTTPS listeners.
 //! * [`spool`] — the on-disk audit spool (hash-chained, deleted only when acknowledged).
 //! * [`channel`] — the management channel to the control plane.
+//! * [`health`] — the health check after a policy change (upstreams reachable), reported for
+//!   canary rollouts.
 //! * [`jwks`] — fetching keys of `jwks_url` issuers.
 //! * [`ratelimit`] — rate and flow limits (API4, API6), blocks of shared budgets from Redis;
 //!   [`ratelimit_conn`] — connection caps per client address and in total (slowloris).
 //! * [`waf`] — the CRS rule set of a policy and the bounded pool that runs inspections.
+//! * [`quic`] — HTTP/3 termination (`inspect`), `block`/`drop` of the published UDP port,
+//!   `Alt-Svc`, QUIC audit events; [`quic_relay`] — the `sni_filter` relay.
 //! * [`update`] — firmware updates of the appliance image (A/B slots, trial boots, rollback).
 //! * [`revocation`] — revoked subjects and sessions (CAEP), persisted, checked per request.
 //! * [`inventory`] — request counts by endpoint, reported for the API inventory (API9).
@@ -18,12 +22,11 @@
 //! * [`mtls`] — client certificates on the HTTPS listener (asked for, chain handed to requests).
 //! * [`authz`] — the route guards once the body is read: object ownership (API1), GraphQL
 //!   limits, egress allowlist after DNS resolution (API7).
-//! * [`quic`] — HTTP/3 termination (`inspect`), `block`/`drop` of the published UDP port,
-//!   `Alt-Svc`, QUIC audit events; [`quic_relay`] — the `sni_filter` relay.
 
 pub mod authz;
 pub mod channel;
 pub mod contract;
+pub mod health;
 pub mod identity;
 pub mod inventory;
 pub mod jwks;
@@ -31,12 +34,12 @@ pub mod listener;
 pub mod mtls;
 pub mod policy;
 pub mod proxy;
-pub mod revocation;
 pub mod quic;
 pub mod quic_relay;
 pub mod ratelimit;
 pub mod ratelimit_conn;
+pub mod revocation;
 pub mod spool;
-pub mod update;
 pub mod translate;
+pub mod update;
 pub mod waf;

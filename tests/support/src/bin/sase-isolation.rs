@@ -126,6 +126,14 @@ fn classify(method: &str, path: &str) -> Option<(Scoping, Option<&'static str>, 
         ("GET", "/api/tenants/{tenant_id}/inventory") => (Tenant, Some("policy.read"), true),
         ("GET", "/api/tenants/{tenant_id}/siem/sinks") => (Tenant, Some("audit.read"), true),
         ("GET", "/api/tenants/{tenant_id}/audit/retention") => (Tenant, Some("audit.read"), true),
+        ("POST", "/api/tenants/{tenant_id}/policy/rollouts")
+        | ("POST", "/api/tenants/{tenant_id}/policy/rollouts/promote")
+        | ("POST", "/api/tenants/{tenant_id}/policy/rollback") => {
+            (Tenant, Some("policy.write"), false)
+        }
+        ("GET", "/api/tenants/{tenant_id}/policy/rollouts/latest") => {
+            (Tenant, Some("policy.read"), false)
+        }
         ("PUT", "/api/tenants/{tenant_id}/audit/retention") => (Tenant, Some("audit.sign"), true),
         ("POST", "/api/tenants/{tenant_id}/audit/retention/run") => {
             (Tenant, Some("audit.sign"), true)
@@ -444,6 +452,8 @@ async fn main() -> Result<()> {
                     ("POST", "/api/tenants/{tenant_id}/siem/sinks") => Some(json!({
                         "name": format!("iso-{n}"), "format": "json_lines",
                         "transport": "tcp", "address": "127.0.0.1:9"})),
+                    ("POST", "/api/tenants/{tenant_id}/policy/rollouts") => Some(json!({
+                        "policy": {"resources": []}, "canary": {"percent": 50}})),
                     ("POST", "/api/tenants/{tenant_id}/incidents") => {
                         Some(json!({"title": format!("iso {n}"), "severity": "low"}))
                     }
