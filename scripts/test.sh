@@ -69,6 +69,9 @@ tests/e2e/authz.sh
 step "staged policy rollouts: canary health, automatic rollback the rest of the fleet never sees, promotion, manual rollback (expects failed=0)"
 tests/e2e/rollout.sh
 
+step "dry runs: recorded requests replayed against drafts, exactly the changed decisions reported (expects failed=0)"
+tests/e2e/dryrun.sh
+
 step "audit delivery under faults: SIGKILL edge / control plane / both under load, bounded spool in alert and fail-closed modes (expects lost=0 duplicated=0)"
 tests/e2e/audit-faults.sh
 

@@ -44,6 +44,8 @@ pub enum EventKind {
     PolicyApplied,
     /// The edge refused a policy bundle.
     PolicyRejected,
+    /// A QUIC flow decision (inspect, SNI filter, block, drop); details in `quic`.
+    QuicFlow,
     /// A firmware update was verified and written to the inactive slot (appliance image).
     UpdateInstalled,
     /// A firmware update was refused (bad signature, changed payload, not applicable).
@@ -52,8 +54,6 @@ pub enum EventKind {
     UpdateConfirmed,
     /// The updated slot did not confirm in time; the device booted the previous slot again.
     UpdateRolledBack,
-    /// A QUIC flow decision (inspect, SNI filter, block, drop); details in `quic`.
-    QuicFlow,
     /// Logging health: the edge's audit spool reached its bound (detail: `pending=… limit=…
     /// when_full=alert|fail_closed`).
     SpoolFull,
@@ -69,11 +69,11 @@ impl EventKind {
             EventKind::HttpRequest => "http_request",
             EventKind::PolicyApplied => "policy_applied",
             EventKind::PolicyRejected => "policy_rejected",
+            EventKind::QuicFlow => "quic_flow",
             EventKind::UpdateInstalled => "update_installed",
             EventKind::UpdateRefused => "update_refused",
             EventKind::UpdateConfirmed => "update_confirmed",
             EventKind::UpdateRolledBack => "update_rolled_back",
-            EventKind::QuicFlow => "quic_flow",
             EventKind::SpoolFull => "spool_full",
             EventKind::SpoolRecovered => "spool_recovered",
         }
@@ -98,6 +98,14 @@ pub struct HttpDetails {
     pub latency_us: u64,
     /// Client address.
     pub client_ip: String,
+    /// Scopes the caller's verified token granted (sorted, at most 64): what a dry run of a
+    /// draft policy replays scope requirements against. Absent when none (events without them
+    /// hash as they always did).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    /// Groups the caller's token listed in its `groups` claim (sorted, at most 64).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
 }
 
 /// One audit record, as produced by an edge.

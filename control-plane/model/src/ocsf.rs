@@ -336,6 +336,8 @@ mod tests {
                 status: 403,
                 latency_us: 2500,
                 client_ip: "10.0.0.9".into(),
+                scopes: Vec::new(),
+                groups: Vec::new(),
             }),
             detail: None,
             waf: None,

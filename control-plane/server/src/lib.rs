@@ -21,6 +21,8 @@
 //! * [`caep`] — continuous access evaluation: the SET push endpoint (RFC 8935), transmitter
 //!   settings, revocations pushed to edges.
 //! * [`inventory`] — the API inventory edges report: shadow and zombie endpoints (API9).
+//! * [`dryrun`] — dry runs: recorded requests replayed against a draft policy, changed
+//!   decisions reported.
 //! * [`incidents`] — incidents from audit events, NIS2 Art. 23 deadlines with alerts, reports.
 //! * [`totp`] — RFC 6238 codes.
 //! * [`pki`] — tenant CAs, device certificates, the server's TLS identity.
@@ -39,6 +41,7 @@ pub mod audit_log;
 pub mod auth;
 pub mod caep;
 pub mod channel;
+pub mod dryrun;
 pub mod error;
 pub mod incidents;
 pub mod inventory;
@@ -84,6 +87,10 @@ pub fn router(state: SharedState) -> Router {
         .route(
             "/tenants/{tenant_id}/policy/rollouts",
             post(rollouts::create),
+        )
+        .route(
+            "/tenants/{tenant_id}/policy/dry-run",
+            post(dryrun::dry_run),
         )
         .route(
             "/tenants/{tenant_id}/policy/rollouts/latest",

@@ -41,6 +41,7 @@ use utoipa::OpenApi;
         crate::admins::list_actions,
         crate::audit_consistency::get_consistency,
         crate::rollouts::create,
+        crate::dryrun::dry_run,
         crate::rollouts::latest,
         crate::rollouts::promote_now,
         crate::rollouts::rollback,

@@ -1126,6 +1126,8 @@ mod tests {
                 status: 404,
                 latency_us: 10,
                 client_ip: "127.0.0.1".into(),
+                scopes: Vec::new(),
+                groups: Vec::new(),
             }),
             detail: None,
             waf: None,

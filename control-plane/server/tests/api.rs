@@ -779,6 +779,8 @@ fn event(device: &Device, i: u64) -> AuditEvent {
             status: if deny { 401 } else { 200 },
             latency_us: 1_500,
             client_ip: "192.0.2.10".into(),
+            scopes: Vec::new(),
+            groups: Vec::new(),
         }),
         detail: None,
         waf: None,

@@ -210,6 +210,8 @@ pub(crate) struct Audit<'a> {
     /// What the API contract stage found or changed (pointer of a violation, scrubbed
     /// properties, a replaced error body).
     pub(crate) detail: Option<String>,
+    /// Scopes and groups the caller's verified token granted (for dry runs of drafts).
+    pub(crate) grants: (Vec<String>, Vec<String>),
 }
 
 impl Audit<'_> {
@@ -253,6 +255,8 @@ impl Audit<'_> {
                 status,
                 latency_us: u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX),
                 client_ip: self.client.ip().to_string(),
+                scopes: self.grants.0.clone(),
+                groups: self.grants.1.clone(),
             }),
             detail: self.detail.clone(),
             waf: self.waf.clone(),
@@ -321,6 +325,7 @@ pub fn audit_refused_by_parser(
         policy_version: edge.policy.snapshot().map_or(0, |p| p.version),
         waf: None,
         detail: None,
+        grants: Default::default(),
     };
     audit.record(reason, reason.http_status(), "", "", None)
 }
@@ -392,6 +397,7 @@ where
         policy_version: policy.as_ref().map_or(0, |p| p.version),
         waf: None,
         detail: None,
+        grants: Default::default(),
     };
     if parts.method == http::Method::GET && parts.uri.path() == sase_gateway::INTERNAL_JWKS_PATH {
         // The public key of the edge's internal tokens (token translation): not a resource.
@@ -490,6 +496,9 @@ where
     let allowed = match verdict {
         Verdict::Allow(allowed) => allowed,
         Verdict::Deny(denied) => {
+            if let Some(token) = &denied.token {
+                audit.grants = sase_gateway::token_grants(token);
+            }
             if denied.reason == Reason::RouteNotFound {
                 // Requests that match no route are refused anyway; the WAF still looks at them
                 // (detect only, headers and URI) so that probing shows up in the audit trail.
@@ -509,6 +518,9 @@ where
     let resource = allowed.resource.as_str();
     let route = allowed.route.as_str();
     let identity = allowed.identity.clone();
+    if let Some(token) = &allowed.token {
+        audit.grants = sase_gateway::token_grants(token);
+    }
 
     // Continuous access evaluation: a revoked subject or session is refused on every request,
     // whether its token was just verified or served from the cache, on any connection.

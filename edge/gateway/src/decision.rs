@@ -96,6 +96,8 @@ pub struct Denied {
     pub route: String,
     /// `iss|sub` of the caller when the token verified (scope or group refusals).
     pub identity: Option<String>,
+    /// The verified token, for scope and group refusals (what it granted is audited).
+    pub token: Option<Arc<VerifiedToken>>,
 }
 
 /// Decides one request at time `now_ms` (Unix milliseconds).
@@ -220,8 +222,17 @@ fn decide_inner(
     let identity = format!("{}|{}", verified.iss, verified.sub);
 
     let scopes = token_scopes(&verified.claims);
+    let refuse_with_token = |reason: Reason, identity: String| {
+        Verdict::Deny(Denied {
+            reason,
+            resource: resource.name.clone(),
+            route: route.id.clone(),
+            identity: Some(identity),
+            token: Some(verified.clone()),
+        })
+    };
     if !route.scopes.iter().all(|s| scopes.contains(s.as_str())) {
-        return refuse(Reason::ScopeMissing, Some(identity));
+        return refuse_with_token(Reason::ScopeMissing, identity);
     }
 
     let token_groups = string_array(verified.claims.get("groups"));
@@ -233,7 +244,7 @@ fn decide_inner(
                 .is_some_and(|members| members.contains(&verified.sub))
     };
     if !route.groups.iter().all(in_group) {
-        return refuse(Reason::GroupMissing, Some(identity));
+        return refuse_with_token(Reason::GroupMissing, identity);
     }
 
     let subject = Some(verified.sub.clone());
@@ -246,7 +257,24 @@ fn deny(reason: Reason, resource: &str, route: &str, identity: Option<String>) -
         resource: resource.to_string(),
         route: route.to_string(),
         identity,
+        token: None,
     })
+}
+
+/// What a verified token granted, as audited: its scopes (`scope` / `scp`) and its `groups`
+/// claim, sorted, at most 64 of each.
+pub fn token_grants(token: &VerifiedToken) -> (Vec<String>, Vec<String>) {
+    let scopes = token_scopes(&token.claims)
+        .into_iter()
+        .take(64)
+        .map(str::to_string)
+        .collect();
+    let groups = string_array(token.claims.get("groups"))
+        .into_iter()
+        .take(64)
+        .map(str::to_string)
+        .collect();
+    (scopes, groups)
 }
 
 /// Scopes granted by the `scope` claim (space-separated) and the `scp` claim (array of

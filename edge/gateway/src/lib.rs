@@ -9,6 +9,8 @@
 //!   change.
 //! * [`decide`] / [`decide_cached`] — the verdict for one request: route, bearer token, scopes
 //!   and groups.
+//! * [`replay`] — recorded requests replayed against a draft policy (the control plane's dry
+//!   run); [`token_grants`] — the scopes and groups a token granted, as audited.
 //! * [`error_body`] — the JSON body the shell sends with a refusal.
 //! * [`RouteGuards`] — checks run once the body is read: object ownership (API1), GraphQL
 //!   limits, the egress allowlist of URL fields and of the upstream (API7/API10).
@@ -39,6 +41,7 @@ mod jwt;
 mod keys;
 mod ownership;
 mod policy;
+pub mod replay;
 pub mod ratelimit;
 pub mod revocation;
 mod strict_json;
@@ -50,8 +53,8 @@ pub use contract::{
     ContractViolation, Preflight, ResponsePlan,
 };
 pub use decision::{
-    decide, decide_cached, decide_with_client_cert, error_body, error_body_detail, Allowed, Denied,
-    RequestParts, Verdict,
+    decide, decide_cached, decide_with_client_cert, error_body, error_body_detail, token_grants,
+    Allowed, Denied, RequestParts, Verdict,
 };
 pub use egress::{parse_url, refused_class, Destination, EgressViolation};
 pub use error::{CompileError, KeyError};

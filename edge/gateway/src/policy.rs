@@ -348,6 +348,33 @@ impl CompiledPolicy {
     }
 }
 
+impl CompiledPolicy {
+    /// Names of the policy's resources, in policy order.
+    pub fn resource_names(&self) -> impl Iterator<Item = &str> {
+        self.resources.iter().map(|r| r.name.as_str())
+    }
+
+    /// The route of the resource named `resource` that matches `method` and `path` (the dry
+    /// run replays recorded requests by resource name: the host is not recorded).
+    pub(crate) fn find_route_by_resource(
+        &self,
+        resource: &str,
+        method: &str,
+        path: &str,
+    ) -> Option<(&CompiledResource, &CompiledRoute)> {
+        let method = Method::from_http(method)?;
+        if !path_is_clean(path) {
+            return None;
+        }
+        let resource = self.resources.iter().find(|r| r.name == resource)?;
+        resource
+            .routes
+            .iter()
+            .find(|route| route.methods.contains(&method) && route.template.matches(path).is_some())
+            .map(|route| (resource, route))
+    }
+}
+
 /// The host of a `Host` header value: port stripped, trailing dot removed, lower case.
 fn normalize_host(raw: &str) -> Option<String> {
     let raw = raw.trim();

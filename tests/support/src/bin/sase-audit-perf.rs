@@ -129,6 +129,8 @@ fn load_device(dir: &std::path::Path, per_device: u64) -> Result<Device> {
                         status: 200,
                         latency_us: 850,
                         client_ip: "192.0.2.10".into(),
+                        scopes: Vec::new(),
+                        groups: Vec::new(),
                     }),
                     detail: None,
                     waf: None,

@@ -131,6 +131,7 @@ fn classify(method: &str, path: &str) -> Option<(Scoping, Option<&'static str>, 
         | ("POST", "/api/tenants/{tenant_id}/policy/rollback") => {
             (Tenant, Some("policy.write"), false)
         }
+        ("POST", "/api/tenants/{tenant_id}/policy/dry-run") => (Tenant, Some("policy.read"), true),
         ("GET", "/api/tenants/{tenant_id}/policy/rollouts/latest") => {
             (Tenant, Some("policy.read"), false)
         }
@@ -452,6 +453,9 @@ async fn main() -> Result<()> {
                     ("POST", "/api/tenants/{tenant_id}/siem/sinks") => Some(json!({
                         "name": format!("iso-{n}"), "format": "json_lines",
                         "transport": "tcp", "address": "127.0.0.1:9"})),
+                    ("POST", "/api/tenants/{tenant_id}/policy/dry-run") => {
+                        Some(json!({"policy": {"resources": []}}))
+                    }
                     ("POST", "/api/tenants/{tenant_id}/policy/rollouts") => Some(json!({
                         "policy": {"resources": []}, "canary": {"percent": 50}})),
                     ("POST", "/api/tenants/{tenant_id}/incidents") => {
