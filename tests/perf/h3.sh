@@ -11,15 +11,22 @@
 #   H3_PERF_ROUNDS=<n>      rounds per transport (default 3)
 #   H3_PERF_CONNECTIONS=<n> connections (default 8)
 #   SASE_PROFILE            release (default) or debug (the smoke run in scripts/test.sh)
+#   H3_PERF_BIN_DIR=<dir>   use the sase-control, sase-edge, sase-demo-app, sase-quic-e2e and
+#                           sase-h3-load binaries in <dir> instead of building
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PROFILE=${SASE_PROFILE:-release}
 SECONDS_PER_ROUND=${H3_PERF_SECONDS:-10}
 ROUNDS=${H3_PERF_ROUNDS:-3}
 CONNS=${H3_PERF_CONNECTIONS:-8}
-if [ "$PROFILE" = release ]; then flag=--release; else flag=; fi
-cargo build -q $flag -p sase-control -p sase-edge -p sase-testkit
-BIN="target/$PROFILE"
+if [ -n "${H3_PERF_BIN_DIR:-}" ]; then
+  # Binaries built (or copied) beforehand: nothing is rebuilt.
+  BIN=$H3_PERF_BIN_DIR
+else
+  if [ "$PROFILE" = release ]; then flag=--release; else flag=; fi
+  cargo build -q $flag -p sase-control -p sase-edge -p sase-testkit
+  BIN="target/$PROFILE"
+fi
 WORK=$(mktemp -d /tmp/sase-h3-perf.XXXXXX)
 cat > "$WORK/policy.json" <<'JSON'
 {
