@@ -99,9 +99,16 @@ class H3Protocol(QuicConnectionProtocol):
         return await asyncio.wait_for(fut, timeout)
 
 
-async def h3_connect(host, port, sni, cafile=None, handshake_timeout=5.0, verify=True):
-    """Opens an HTTP/3 connection; raises QuicRefused when it cannot be set up."""
+async def h3_connect(host, port, sni, cafile=None, handshake_timeout=5.0, verify=True,
+                     version=None, big_hello=False):
+    """Opens an HTTP/3 connection; raises QuicRefused when it cannot be set up. `version`
+    picks the QUIC version of the first Initial (QUIC v2: 0x6b3343cf); `big_hello` pads the
+    ClientHello past one packet (aioquic's quantum-readiness test: what post-quantum key
+    shares do), so the server side must reassemble CRYPTO frames across packets."""
     config = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN, server_name=sni)
+    if version is not None:
+        config.original_version = version
+    config.quantum_readiness_test = big_hello
     if verify:
         config.load_verify_locations(cafile)
     else:

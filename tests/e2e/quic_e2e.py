@@ -221,6 +221,21 @@ async def run(args):
         except h3client.QuicRefused as e:
             ms = (time.monotonic() - started) * 1000
             checks.check(e.kind == "closed" and ms < 200, f"sni_filter: denied.example refused by CONNECTION_CLOSE in {ms:.0f} ms ({e})")
+        # QUIC v2 (RFC 9369) and a ClientHello spread over several Initial packets.
+        v2 = 0x6B3343CF
+        proto = await h3client.h3_connect(relay_host, relay_port, "allowed.example", cert, version=v2, big_hello=True)
+        resp = await proto.request("GET", "allowed.example", "/")
+        await h3client.h3_close(proto)
+        checks.check(resp["status"] == 200, "sni_filter: QUIC v2 with a multi-packet ClientHello forwarded")
+        for version, big in ((v2, False), (None, True)):
+            started = time.monotonic()
+            what = f"{'v2' if version else 'v1'}{' multi-packet ClientHello' if big else ''}"
+            try:
+                await h3client.h3_connect(relay_host, relay_port, "denied.example", cert, version=version, big_hello=big)
+                checks.check(False, f"sni_filter: {what} to denied.example refused")
+            except h3client.QuicRefused as e:
+                ms = (time.monotonic() - started) * 1000
+                checks.check(e.kind == "closed" and ms < 200, f"sni_filter: {what} to denied.example refused by CONNECTION_CLOSE in {ms:.0f} ms")
         origin.close()
 
         # 3. block: nothing bound on the published port (ICMP), drop: silence.
@@ -260,7 +275,7 @@ async def run(args):
             by_ref = {e.get("reference"): e for e in events}
             quic_events = [e for e in events if e.get("kind") == "quic_flow"]
             refs = [r[3][2] for r in rows]
-            if (all(ref in by_ref for ref in refs) and len(quic_events) >= 3) or time.monotonic() > deadline:
+            if (all(ref in by_ref for ref in refs) and len(quic_events) >= 6) or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
         for name, method, path, h3, tcp in rows:
@@ -282,6 +297,10 @@ async def run(args):
             and fwd["quic"]["mode"] == "sni_filter",
             f"audit: forwarded flow {fwd and fwd['quic']}",
         )
+        fwd2 = find(lambda q: q.get("verdict") == "forwarded" and q.get("version") == "v2")
+        checks.check(fwd2 is not None and fwd2["quic"]["sni"] == "allowed.example", f"audit: forwarded QUIC v2 flow {fwd2 and fwd2['quic']}")
+        ref2 = find(lambda q: q.get("sni") == "denied.example" and q.get("version") == "v2")
+        checks.check(ref2 is not None and ref2["reason"] == "quic_sni_refused", f"audit: refused QUIC v2 flow {ref2 and ref2['quic']}")
         ref = find(lambda q: q.get("sni") == "denied.example")
         checks.check(
             ref is not None and ref["reason"] == "quic_sni_refused" and ref["quic"]["verdict"] == "refused"
