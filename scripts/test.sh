@@ -72,6 +72,9 @@ tests/e2e/rollout.sh
 step "dry runs: recorded requests replayed against drafts, exactly the changed decisions reported (expects failed=0)"
 tests/e2e/dryrun.sh
 
+step "policy push smoke: 100 simulated edges with device certificates, one replica and two on PostgreSQL via LISTEN/NOTIFY (debug; the figure comes from the release run with 1,000, docs/PERFORMANCE.md)"
+SASE_PROFILE=debug PUSH_EDGES=100 PUSH_ROUNDS=2 tests/perf/push.sh
+
 step "audit delivery under faults: SIGKILL edge / control plane / both under load, bounded spool in alert and fail-closed modes (expects lost=0 duplicated=0)"
 tests/e2e/audit-faults.sh
 

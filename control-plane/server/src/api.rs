@@ -737,6 +737,13 @@ pub async fn put_policy(
         },
     );
     tracing::info!(tenant = %tenant_id, version = stored.version, pushed, "policy published");
+    crate::fanout::announce(
+        &state,
+        crate::fanout::Change::Policy {
+            tenant_id: tenant_id.clone(),
+        },
+    )
+    .await;
     crate::admin_audit::record_policy_change(&state, &admin, &stored).await?;
     Ok(Json(policy_view(stored, Some(pushed))?))
 }

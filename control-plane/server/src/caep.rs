@@ -539,6 +539,13 @@ async fn receive(
         },
     );
     tracing::info!(tenant = %tenant_id, %jti, revocations = revocations.len(), pushed, "SET accepted; revocations pushed");
+    crate::fanout::announce(
+        state,
+        crate::fanout::Change::Revocations {
+            tenant_id: tenant_id.to_string(),
+        },
+    )
+    .await;
     // Forget what can no longer matter.
     let _ =
         sqlx::query("DELETE FROM caep_revocations WHERE tenant_id = $1 AND expires_at_ms <= $2")

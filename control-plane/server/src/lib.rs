@@ -23,6 +23,8 @@
 //! * [`inventory`] — the API inventory edges report: shadow and zombie endpoints (API9).
 //! * [`dryrun`] — dry runs: recorded requests replayed against a draft policy, changed
 //!   decisions reported.
+//! * [`fanout`] — replicas on PostgreSQL: changes announced with NOTIFY, every replica
+//!   pushes them to the edges connected to it.
 //! * [`incidents`] — incidents from audit events, NIS2 Art. 23 deadlines with alerts, reports.
 //! * [`totp`] — RFC 6238 codes.
 //! * [`pki`] — tenant CAs, device certificates, the server's TLS identity.
@@ -43,6 +45,7 @@ pub mod caep;
 pub mod channel;
 pub mod dryrun;
 pub mod error;
+pub mod fanout;
 pub mod incidents;
 pub mod inventory;
 pub mod openapi;

@@ -179,6 +179,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         state.clone(),
         std::time::Duration::from_millis(500),
     ));
+    tokio::spawn(sase_control::fanout::run_listener(
+        state.clone(),
+        database_url.clone(),
+    ));
     tokio::spawn(sase_control::siem::run_forwarder(
         state.clone(),
         std::time::Duration::from_millis(args.siem_poll_ms.clamp(50, 60_000)),

@@ -347,6 +347,16 @@ pub async fn supersede(
     Ok(())
 }
 
+async fn announce_policy(state: &SharedState, tenant_id: &str) {
+    crate::fanout::announce(
+        state,
+        crate::fanout::Change::Policy {
+            tenant_id: tenant_id.to_string(),
+        },
+    )
+    .await;
+}
+
 /// Republishes the policy of `version` as a new version and pushes it to every edge.
 async fn republish(
     state: &SharedState,
@@ -369,6 +379,7 @@ async fn republish(
             bundle: bundle_of(&stored.bundle_json)?,
         },
     );
+    announce_policy(state, tenant_id).await;
     Ok(stored.version)
 }
 
@@ -425,6 +436,7 @@ async fn promote(
         );
         tracing::info!(tenant = %r.tenant_id, version = r.version, pushed, "policy rollout promoted");
     }
+    announce_policy(state, &r.tenant_id).await;
     Ok(())
 }
 
@@ -602,6 +614,7 @@ pub async fn create(
         })
         .count();
     tracing::info!(tenant = %tenant_id, version = stored.version, canaries = canaries.len(), pushed, "policy rollout started");
+    announce_policy(&state, &tenant_id).await;
     crate::admin_audit::record_policy_change(&state, &admin, &stored).await?;
     crate::admin_audit::record(
         &state,

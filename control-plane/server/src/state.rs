@@ -148,6 +148,19 @@ impl Hub {
             .is_some_and(|c| c.sender.try_send(message.clone()).is_ok())
     }
 
+    /// Ids of a tenant's devices connected here.
+    pub fn connected_in(&self, tenant_id: &str) -> Vec<String> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ids: Vec<String> = inner
+            .by_device
+            .iter()
+            .filter(|(_, c)| c.tenant_id == tenant_id)
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.sort();
+        ids
+    }
+
     /// Ids of connected devices.
     pub fn connected(&self) -> Vec<String> {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
