@@ -15,9 +15,10 @@
 //! server Initial carrying `CONNECTION_CLOSE` (`CONNECTION_REFUSED`), sealed with the flow's
 //! Initial keys, so the client gives up at once. Every decision is an audit event (`quic_flow`).
 //!
-//! Bounds: at most [`MAX_FLOWS`] flows; a flow's ClientHello within
-//! [`sase_quic::FlowLimits`] (16 KiB, 16 packets) and [`PENDING_TIMEOUT`]; forwarded flows are
-//! forgotten after [`IDLE_TIMEOUT`] without traffic.
+//! Bounds: at most [`MAX_FLOWS`] flows, of which [`MAX_PENDING`] still reading their
+//! ClientHello, each buffering at most [`MAX_PENDING_DATAGRAMS`] datagrams (about 24 MiB in
+//! all); a flow's ClientHello within [`sase_quic::FlowLimits`] (16 KiB, 16 packets) and
+//! [`PENDING_TIMEOUT`]; forwarded flows are forgotten after [`IDLE_TIMEOUT`] without traffic.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -34,6 +35,10 @@ use crate::proxy::Edge;
 
 /// Most flows tracked at once (new flows beyond it are ignored until some expire).
 pub const MAX_FLOWS: usize = 4096;
+/// Most flows still reading their ClientHello (each buffers at most [`MAX_PENDING_DATAGRAMS`]).
+pub const MAX_PENDING: usize = 1024;
+/// Most datagrams buffered for one flow before its decision (the flow's Initial packet bound).
+pub const MAX_PENDING_DATAGRAMS: usize = 16;
 /// Time a flow has to complete its ClientHello.
 pub const PENDING_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a forwarded or refused flow is remembered without traffic.
@@ -103,13 +108,24 @@ pub async fn run(edge: Arc<Edge>, socket: UdpSocket) {
                 }
             }
             Some(Flow::Pending { flow, buffered, .. }) => {
+                if buffered.len() >= MAX_PENDING_DATAGRAMS {
+                    // Not Initials (those are bounded by the flow itself): not worth keeping.
+                    continue;
+                }
                 buffered.push(datagram.to_vec());
                 let progress = flow.push_datagram(datagram);
                 let version = flow.version();
                 settle(&edge, &socket, &mut flows, client, progress, version).await;
             }
             None => {
-                if flows.len() >= MAX_FLOWS || !sase_quic::starts_with_initial(datagram) {
+                if flows.len() >= MAX_FLOWS
+                    || !sase_quic::starts_with_initial(datagram)
+                    || flows
+                        .values()
+                        .filter(|f| matches!(f, Flow::Pending { .. }))
+                        .count()
+                        >= MAX_PENDING
+                {
                     continue;
                 }
                 let mut flow = Box::new(InitialFlow::new(FlowLimits::default()));
