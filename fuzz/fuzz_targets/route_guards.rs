@@ -12,7 +12,9 @@ use std::net::IpAddr;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use sase_gateway::{decide, CompiledPolicy, GuardRequest, JwksStore, RequestParts, RouteGuards, Verdict};
+use sase_gateway::{
+    decide, CompiledPolicy, GuardRequest, JwksStore, RequestParts, RouteGuards, Verdict,
+};
 use sase_model::{BundlePayload, Policy};
 
 const POLICY: &str = r#"
