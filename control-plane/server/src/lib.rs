@@ -14,6 +14,8 @@
 //! * [`admin_audit`] — recording admin actions (hash-chained, with before/after diffs).
 //! * [`retention`] — per-tenant audit retention: whole expired months deleted (integrity
 //!   skeleton kept), signed retention records.
+//! * [`provisioning`] — claim codes listed, created in bulk from CSV, revoked; devices
+//!   decommissioned; policy version diffs.
 //! * [`rollouts`] — staged policy rollouts: canaries first, health-decided promotion or
 //!   automatic rollback, manual promote and rollback.
 //! * [`siem`] — forwarding each tenant's audit trail to its SIEMs (syslog RFC 5424 over
@@ -50,6 +52,7 @@ pub mod incidents;
 pub mod inventory;
 pub mod openapi;
 pub mod pki;
+pub mod provisioning;
 pub mod rbac;
 pub mod retention;
 pub mod rollouts;
@@ -111,7 +114,26 @@ pub fn router(state: SharedState) -> Router {
             "/tenants/{tenant_id}/policy/versions",
             get(api::list_policy_versions),
         )
-        .route("/sites/{site_id}/claim-codes", post(api::create_claim_code))
+        .route(
+            "/sites/{site_id}/claim-codes",
+            get(provisioning::list_codes).post(api::create_claim_code),
+        )
+        .route(
+            "/sites/{site_id}/claim-codes/bulk",
+            post(provisioning::bulk_codes),
+        )
+        .route(
+            "/sites/{site_id}/claim-codes/{code_id}",
+            delete(provisioning::revoke_code),
+        )
+        .route(
+            "/devices/{device_id}/decommission",
+            post(provisioning::decommission),
+        )
+        .route(
+            "/tenants/{tenant_id}/policy/diff",
+            get(provisioning::policy_diff),
+        )
         .route("/enroll", post(api::enroll))
         .route("/audit", get(api::query_audit))
         .route(

@@ -148,6 +148,13 @@ impl Hub {
             .is_some_and(|c| c.sender.try_send(message.clone()).is_ok())
     }
 
+    /// Cuts a device's channel (its sender is dropped, the connection ends); whether it was
+    /// connected here.
+    pub fn disconnect(&self, device_id: &str) -> bool {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.by_device.remove(device_id).is_some()
+    }
+
     /// Ids of a tenant's devices connected here.
     pub fn connected_in(&self, tenant_id: &str) -> Vec<String> {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());

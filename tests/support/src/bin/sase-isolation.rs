@@ -132,6 +132,15 @@ fn classify(method: &str, path: &str) -> Option<(Scoping, Option<&'static str>, 
             (Tenant, Some("policy.write"), false)
         }
         ("POST", "/api/tenants/{tenant_id}/policy/dry-run") => (Tenant, Some("policy.read"), true),
+        ("GET", "/api/tenants/{tenant_id}/policy/diff") => (Tenant, Some("policy.read"), false),
+        ("GET", "/api/sites/{site_id}/claim-codes") => (Tenant, Some("devices.read"), true),
+        ("POST", "/api/sites/{site_id}/claim-codes/bulk") => {
+            (Tenant, Some("claim_codes.create"), false)
+        }
+        ("DELETE", "/api/sites/{site_id}/claim-codes/{code_id}") => {
+            (Tenant, Some("claim_codes.create"), false)
+        }
+        ("POST", "/api/devices/{device_id}/decommission") => (Tenant, Some("sites.write"), false),
         ("GET", "/api/tenants/{tenant_id}/policy/rollouts/latest") => {
             (Tenant, Some("policy.read"), false)
         }
@@ -453,6 +462,9 @@ async fn main() -> Result<()> {
                     ("POST", "/api/tenants/{tenant_id}/siem/sinks") => Some(json!({
                         "name": format!("iso-{n}"), "format": "json_lines",
                         "transport": "tcp", "address": "127.0.0.1:9"})),
+                    ("POST", "/api/devices/{device_id}/decommission") => {
+                        Some(json!({"reason": "isolation check"}))
+                    }
                     ("POST", "/api/tenants/{tenant_id}/policy/dry-run") => {
                         Some(json!({"policy": {"resources": []}}))
                     }
