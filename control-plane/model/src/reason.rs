@@ -91,6 +91,9 @@ pub enum Reason {
     /// A shared rate-limit budget cannot be checked (its store is unreachable) and the policy
     /// says `fail_closed`.
     RateLimitStoreUnavailable,
+    /// The request body did not arrive within the route's (or the listener's) body timeout
+    /// (a slow body: slowloris).
+    RequestTimeout,
     /// The token's subject or session was revoked (continuous access evaluation: a CAEP
     /// `session-revoked` or `credential-change` event) after the token was issued.
     TokenRevoked,
@@ -160,6 +163,7 @@ impl Reason {
             Reason::UpdateUnhealthy => "update_unhealthy",
             Reason::RateLimited => "rate_limited",
             Reason::RateLimitStoreUnavailable => "rate_limit_store_unavailable",
+            Reason::RequestTimeout => "request_timeout",
             Reason::TokenRevoked => "token_revoked",
             Reason::ObjectNotOwned => "object_not_owned",
             Reason::EgressRefused => "egress_refused",
@@ -214,6 +218,7 @@ impl Reason {
             Reason::UpdateUnhealthy => 503,
             Reason::RateLimited => 429,
             Reason::RateLimitStoreUnavailable => 503,
+            Reason::RequestTimeout => 408,
             Reason::ObjectNotOwned | Reason::EgressRefused => 403,
             Reason::GraphqlRefused => 400,
             Reason::UpstreamInvalid => 502,
@@ -254,6 +259,7 @@ mod tests {
             Reason::UpdateUnhealthy,
             Reason::RateLimited,
             Reason::RateLimitStoreUnavailable,
+            Reason::RequestTimeout,
             Reason::TokenRevoked,
             Reason::ObjectNotOwned,
             Reason::EgressRefused,

@@ -220,8 +220,7 @@ async fn run(
     // Bind first so the WAF knows the server addresses and `:0` works for tests.
     let http_listener = match http_listen {
         Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
+            sase_edge::ratelimit_conn::bind_published(addr)
                 .with_context(|| format!("binding {addr}"))?,
         ),
         None => None,
@@ -235,8 +234,7 @@ async fn run(
                     &["localhost".to_string(), addr.ip().to_string()],
                 )?,
             };
-            let l = tokio::net::TcpListener::bind(addr)
-                .await
+            let l = sase_edge::ratelimit_conn::bind_published(addr)
                 .with_context(|| format!("binding {addr}"))?;
             Some((l, tls))
         }

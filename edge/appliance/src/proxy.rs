@@ -583,7 +583,9 @@ where
         {
             return audit.deny(Reason::BodyTooLarge, resource, route, identity);
         }
-        Ok(Err(_)) | Err(_) => return audit.deny(Reason::BadRequest, resource, route, identity),
+        Ok(Err(_)) => return audit.deny(Reason::BadRequest, resource, route, identity),
+        // The body did not arrive in time (a slow body).
+        Err(_) => return audit.deny(Reason::RequestTimeout, resource, route, identity),
     };
 
     // Object ownership (API1), GraphQL limits, egress allowlist (API7) on the read body.

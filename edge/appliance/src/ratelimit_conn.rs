@@ -57,6 +57,28 @@ impl Drop for ConnectionSlot {
     }
 }
 
+/// Length of the published listeners' accept queues (tokio's `TcpListener::bind` asks for
+/// 1024). While attackers open and reopen connections faster than the caps close them, a short
+/// queue overflows and the kernel drops SYNs of legitimate clients too, who retry only after
+/// one second (then three): measured as a 2 s p99 for the legitimate client of
+/// `tests/perf/slowloris.sh`. The kernel still caps it at `net.core.somaxconn`.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a published listener (address reuse on, [`LISTEN_BACKLOG`]).
+///
+/// # Errors
+/// When the address cannot be bound.
+pub fn bind_published(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// The soft limit on open file descriptors of this process (`/proc/self/limits`), if known.
 pub fn descriptor_limit() -> Option<usize> {
     let text = std::fs::read_to_string("/proc/self/limits").ok()?;

@@ -367,6 +367,7 @@ fn message(reason: Reason) -> &'static str {
         Reason::UpdateUnhealthy => "the firmware update did not come up healthy",
         Reason::RateLimited => "too many requests; retry after the time in Retry-After",
         Reason::RateLimitStoreUnavailable => "the request budget cannot be checked now",
+        Reason::RequestTimeout => "the request body did not arrive in time",
         Reason::TokenRevoked => {
             "the session or credentials behind the bearer token were revoked; sign in again"
         }

@@ -8,7 +8,8 @@
 //!   `Retry-After` and `RateLimit-*` headers; the audit event names the limit;
 //! * a per-client token bucket (5 per minute): alice is refused after five, bob is not;
 //! * a flow (3 sign-ups per IP per hour over `POST /signup` and `POST /signup/confirm`);
-//! * a route body limit (413), a route header limit (431), a route upstream timeout (504);
+//! * a route body limit (413), a route header limit (431), a route body timeout on a body that
+//!   stops arriving (408 `request_timeout`), a route upstream timeout (504);
 //! * two edges sharing a budget of N per minute (blocks of B): together they admit at most
 //!   N + B (in fact at most N) — the figures are printed;
 //! * Redis stopped: `fail_open` admits (local limits only, audited in the detail), then
@@ -28,7 +29,7 @@ use sase_testkit::issuer::{IssuerKey, MintOptions};
 use sase_testkit::process::{spawn_logged, wait_for_tcp, ManagedChild};
 use sase_testkit::stack::{Stack, READY};
 use serde_json::{json, Value};
-use tokio::io::AsyncReadExt as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 
 #[derive(Debug, Parser)]
@@ -78,6 +79,8 @@ fn policy(app: &str, hole: &str, redis: &str, jwks: &Value, args: &Args, on: &st
                     {"id": "signup-confirm", "methods": ["POST"], "path": "/signup/confirm", "public": true},
                     {"id": "upload", "methods": ["PUT"], "path": "/upload", "public": true,
                      "limits": {"max_body_bytes": 1024}},
+                    {"id": "slow-body", "methods": ["POST"], "path": "/slowbody", "public": true,
+                     "limits": {"body_timeout_ms": 300}},
                     {"id": "small", "methods": ["GET"], "path": "/small", "public": true,
                      "limits": {"max_header_bytes": 1024}},
                     {"id": "fleet", "methods": ["GET"], "path": "/orders/{id}", "public": true,
@@ -432,6 +435,47 @@ async fn main() -> Result<()> {
         ))
     };
     tally.check("route header limit", result);
+    // A body that stops arriving: the route's 300 ms body timeout.
+    let started = Instant::now();
+    let answer = async {
+        let mut s = tokio::net::TcpStream::connect(stack.edge_addr).await?;
+        s.write_all(b"POST /slowbody HTTP/1.1\r\nHost: app\r\nContent-Length: 100\r\n\r\nabc")
+            .await?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut chunk).await?;
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        Ok::<String, anyhow::Error>(String::from_utf8_lossy(&buf).into_owned())
+    };
+    let head = tokio::time::timeout(Duration::from_secs(10), answer)
+        .await
+        .map_err(|_| anyhow!("no answer to the slow body"))??;
+    let took = started.elapsed();
+    let reference = head
+        .lines()
+        .find_map(|l| l.strip_prefix("x-sase-reference: "))
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let result = if head.starts_with("HTTP/1.1 408") && took < Duration::from_secs(3) {
+        audited(&stack, &reference, "request_timeout", None)
+            .await
+            .map(|()| {
+                format!(
+                    "408 after {} ms (route body timeout 300 ms)",
+                    took.as_millis()
+                )
+            })
+    } else {
+        Err(format!("{:?} after {took:?}", head.lines().next()))
+    };
+    tally.check("route body timeout (slow body)", result);
+
     let started = Instant::now();
     let slow = send(http.get(format!("{e1}/slow"))).await?;
     let took = started.elapsed();
