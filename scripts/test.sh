@@ -105,4 +105,10 @@ SASE_PROFILE=debug H3_PERF_SECONDS=2 H3_PERF_ROUNDS=1 tests/perf/h3.sh
 step "appliance image: build, boot under QEMU (TCG) to enforcing (smoke; IMAGE_BOOT_FULL=1 adds the signed update, the rollback and the tampered updates)"
 if [ "${IMAGE_BOOT_FULL:-0}" = 1 ]; then tests/image/boot.sh; else IMAGE_BOOT_SMOKE=1 tests/image/boot.sh; fi
 
+step "rate limits, flow limits, route size limits and timeouts, a Redis budget shared by two edges (real redis-server; expects failed=0, about 40 s)"
+tests/e2e/limits.sh
+
+step "keep-alive and slowloris smoke (debug build, 1,000 keep-alive connections, 300 slow connections per attacking address, 10 s; the figure comes from the release run, docs/PERFORMANCE.md)"
+SASE_PROFILE=debug SLOWLORIS_KEEPALIVE=1000 SLOWLORIS_ATTACKERS_PER_IP=300 SLOWLORIS_SECONDS=10 tests/perf/slowloris.sh
+
 printf '\n=== all checks passed in %ss\n' "$((SECONDS - STARTED))"
