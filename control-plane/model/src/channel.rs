@@ -15,6 +15,20 @@ pub const MAX_AUDIT_BATCH: usize = 500;
 /// Largest channel frame accepted, in bytes.
 pub const MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
 
+/// An appliance's load and memory, as reported with each heartbeat (fleet health).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SystemLoad {
+    /// One-minute load average × 1000.
+    pub load1_milli: u32,
+    /// CPUs.
+    pub cpus: u32,
+    /// Memory in total (KiB).
+    pub mem_total_kib: u64,
+    /// Memory available (KiB).
+    pub mem_available_kib: u64,
+}
+
 /// Most failing upstreams a health report lists.
 pub const MAX_HEALTH_FAILURES: usize = 32;
 
@@ -35,6 +49,9 @@ pub enum EdgeMessage {
         applied_version: Option<u64>,
         /// Events waiting in the edge's spool.
         spooled_events: u64,
+        /// The appliance's load and memory, when it can read them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        system: Option<SystemLoad>,
     },
     /// Audit events in chain order.
     AuditBatch {

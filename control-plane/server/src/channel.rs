@@ -237,12 +237,15 @@ async fn handle(
             Ok(Vec::new())
         }
         EdgeMessage::Heartbeat {
-            applied_version, ..
+            applied_version,
+            spooled_events,
+            system,
         } => {
             state
                 .store
                 .device_seen(&device.id, now, applied_version, None)
                 .await?;
+            crate::fleet_health::record(state, &device.id, spooled_events, system, now).await?;
             Ok(Vec::new())
         }
         EdgeMessage::Inventory { entries, dropped } => {

@@ -27,6 +27,8 @@
 //!   decisions reported.
 //! * [`fanout`] — replicas on PostgreSQL: changes announced with NOTIFY, every replica
 //!   pushes them to the edges connected to it.
+//! * [`fleet_health`] — per-device health (heartbeat figures, expected vs applied version),
+//!   version-lag alerts.
 //! * [`incidents`] — incidents from audit events, NIS2 Art. 23 deadlines with alerts, reports.
 //! * [`totp`] — RFC 6238 codes.
 //! * [`pki`] — tenant CAs, device certificates, the server's TLS identity.
@@ -48,6 +50,7 @@ pub mod channel;
 pub mod dryrun;
 pub mod error;
 pub mod fanout;
+pub mod fleet_health;
 pub mod incidents;
 pub mod inventory;
 pub mod openapi;
@@ -129,6 +132,10 @@ pub fn router(state: SharedState) -> Router {
         .route(
             "/devices/{device_id}/decommission",
             post(provisioning::decommission),
+        )
+        .route(
+            "/tenants/{tenant_id}/fleet/health",
+            get(fleet_health::get_health),
         )
         .route(
             "/tenants/{tenant_id}/policy/diff",

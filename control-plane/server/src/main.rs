@@ -183,6 +183,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         state.clone(),
         database_url.clone(),
     ));
+    tokio::spawn(sase_control::fleet_health::run_watch(
+        state.clone(),
+        std::time::Duration::from_secs(30),
+    ));
     tokio::spawn(sase_control::siem::run_forwarder(
         state.clone(),
         std::time::Duration::from_millis(args.siem_poll_ms.clamp(50, 60_000)),

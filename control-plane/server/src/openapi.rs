@@ -41,6 +41,7 @@ use utoipa::OpenApi;
         crate::admins::list_actions,
         crate::audit_consistency::get_consistency,
         crate::rollouts::create,
+        crate::fleet_health::get_health,
         crate::provisioning::list_codes,
         crate::provisioning::bulk_codes,
         crate::provisioning::revoke_code,

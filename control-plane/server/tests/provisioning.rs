@@ -83,7 +83,11 @@ async fn bulk_codes_revocation_decommissioning_and_policy_diff() {
         .await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT);
     let (_key, csr) = new_csr();
-    assert!(app.enroll(&code2, &csr, "box-2").await.status.is_client_error());
+    assert!(app
+        .enroll(&code2, &csr, "box-2")
+        .await
+        .status
+        .is_client_error());
     let reply = app
         .call(
             http::Method::DELETE,
@@ -152,18 +156,122 @@ async fn bulk_codes_revocation_decommissioning_and_policy_diff() {
         .expect_status(StatusCode::OK);
     }
     let diff = app
-        .get(&format!("/api/tenants/{tenant}/policy/diff?from=1&to=2"), &token)
+        .get(
+            &format!("/api/tenants/{tenant}/policy/diff?from=1&to=2"),
+            &token,
+        )
         .await
         .expect_status(StatusCode::OK);
     let changes = diff["changes"].to_string();
-    assert!(changes.contains("9001") && changes.contains("9002"), "{diff}");
+    assert!(
+        changes.contains("9001") && changes.contains("9002"),
+        "{diff}"
+    );
     assert!(changes.contains("upstream"), "{diff}");
     let reply = app
-        .get(&format!("/api/tenants/{tenant}/policy/diff?from=1&to=9"), &token)
+        .get(
+            &format!("/api/tenants/{tenant}/policy/diff?from=1&to=9"),
+            &token,
+        )
         .await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
-    let actions = app.get("/api/admin-actions", &token).await.json().to_string();
+    let actions = app
+        .get("/api/admin-actions", &token)
+        .await
+        .json()
+        .to_string();
     assert!(actions.contains("claim_code.bulk_create"));
     assert!(actions.contains("claim_code.revoke"));
     assert!(actions.contains("device.decommission"));
+}
+
+#[tokio::test]
+async fn fleet_health_shows_heartbeats_and_alerts_lagging_devices() {
+    let app = TestApp::new().await;
+    let token = app.login().await;
+    let tenant = app.create_tenant(&token, "health-co").await;
+    let site = app.create_site(&token, &tenant, "branch").await;
+    let code = app.claim_code(&token, &site).await;
+    let (_key, csr) = new_csr();
+    let enrolled = app
+        .enroll(&code, &csr, "box")
+        .await
+        .expect_status(StatusCode::OK);
+    let device = enrolled["device_id"].as_str().expect("device").to_string();
+    let health_uri = format!("/api/tenants/{tenant}/fleet/health");
+    let h = app
+        .get(&health_uri, &token)
+        .await
+        .expect_status(StatusCode::OK);
+    assert_eq!(h[0]["state"], "pending", "{h}");
+
+    for upstream in ["http://127.0.0.1:9001", "http://127.0.0.1:9002"] {
+        app.send_json(
+            http::Method::PUT,
+            &format!("/api/tenants/{tenant}/policy"),
+            Some(&token),
+            &json!({"resources": [{"name": "app", "upstream": upstream,
+                "routes": [{"id": "h", "methods": ["GET"], "path": "/h", "public": true}]}]}),
+        )
+        .await
+        .expect_status(StatusCode::OK);
+    }
+    // The device heard from (in simulated time, three minutes on) still running version 1.
+    let now = sase_control::state::now_ms();
+    app.state
+        .store
+        .device_seen(&device, now + 180_000, Some(1), Some("0.1.0"))
+        .await
+        .expect("seen");
+    sase_control::fleet_health::record(
+        &app.state,
+        &device,
+        5,
+        Some(sase_model::channel::SystemLoad {
+            load1_milli: 1500,
+            cpus: 2,
+            mem_total_kib: 1000,
+            mem_available_kib: 250,
+        }),
+        now,
+    )
+    .await
+    .expect("record");
+    let h = app
+        .get(&health_uri, &token)
+        .await
+        .expect_status(StatusCode::OK);
+    assert_eq!(h[0]["state"], "lagging", "{h}");
+    assert_eq!(h[0]["expected_version"], 2);
+    assert_eq!(h[0]["applied_version"], 1);
+    assert_eq!(h[0]["load1"], 1.5);
+    assert_eq!(h[0]["mem_used_percent"], 75.0);
+    assert_eq!(h[0]["spooled_events"], 5);
+
+    let later = now + 190_000;
+    assert_eq!(
+        sase_control::fleet_health::check_lag(&app.state, later)
+            .await
+            .expect("watch"),
+        1
+    );
+    assert_eq!(
+        sase_control::fleet_health::check_lag(&app.state, later + 30_000)
+            .await
+            .expect("watch"),
+        0,
+        "once per expected version"
+    );
+    let alerts = app.get("/api/alerts", &token).await.json().to_string();
+    assert!(alerts.contains("device_lagging"), "{alerts}");
+    app.state
+        .store
+        .device_seen(&device, now + 200_000, Some(2), None)
+        .await
+        .expect("seen");
+    let h = app
+        .get(&health_uri, &token)
+        .await
+        .expect_status(StatusCode::OK);
+    assert_eq!(h[0]["state"], "ok", "{h}");
 }

@@ -248,6 +248,7 @@ async fn session(
                 sink.send(send(&EdgeMessage::Heartbeat {
                     applied_version: edge.policy.snapshot().map(|p| p.version),
                     spooled_events: edge.spool.pending(),
+                    system: crate::health::system_load(),
                 })?).await?;
             }
         }

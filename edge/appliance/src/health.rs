@@ -8,6 +8,27 @@ use std::time::Duration;
 use sase_model::channel::MAX_HEALTH_FAILURES;
 use sase_model::{BundlePayload, SignedBundle};
 
+/// The appliance's load and memory from `/proc` (Linux); `None` where they cannot be read.
+pub fn system_load() -> Option<sase_model::channel::SystemLoad> {
+    let loadavg = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let load1: f64 = loadavg.split_whitespace().next()?.parse().ok()?;
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let field = |name: &str| {
+        meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    Some(sase_model::channel::SystemLoad {
+        load1_milli: (load1 * 1000.0).clamp(0.0, f64::from(u32::MAX)) as u32,
+        cpus: std::thread::available_parallelism()
+            .map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX)),
+        mem_total_kib: field("MemTotal:")?,
+        mem_available_kib: field("MemAvailable:")?,
+    })
+}
+
 /// How long one upstream may take to accept a connection.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -77,6 +98,13 @@ pub async fn probe(upstreams: &[String]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn system_load_is_read_from_proc() {
+        let load = system_load().expect("Linux /proc");
+        assert!(load.cpus >= 1);
+        assert!(load.mem_total_kib > 0 && load.mem_available_kib <= load.mem_total_kib);
+    }
 
     #[tokio::test]
     async fn reachable_upstreams_pass_and_closed_ports_fail() {

@@ -133,6 +133,7 @@ fn classify(method: &str, path: &str) -> Option<(Scoping, Option<&'static str>, 
         }
         ("POST", "/api/tenants/{tenant_id}/policy/dry-run") => (Tenant, Some("policy.read"), true),
         ("GET", "/api/tenants/{tenant_id}/policy/diff") => (Tenant, Some("policy.read"), false),
+        ("GET", "/api/tenants/{tenant_id}/fleet/health") => (Tenant, Some("devices.read"), true),
         ("GET", "/api/sites/{site_id}/claim-codes") => (Tenant, Some("devices.read"), true),
         ("POST", "/api/sites/{site_id}/claim-codes/bulk") => {
             (Tenant, Some("claim_codes.create"), false)
