@@ -561,7 +561,9 @@ pub async fn enroll(
         .tenant_ca(&tenant_id)
         .await?
         .ok_or_else(|| ApiError::internal("claim code names a missing tenant"))?;
-    let device_id = new_id("dev");
+    // A re-enrolment code keeps the device's id: new key and certificate, same device.
+    let reenrol = crate::provisioning::code_target_device(&state, &code_hash).await?;
+    let device_id = reenrol.clone().unwrap_or_else(|| new_id("dev"));
     let ca = CertAndKey {
         cert_pem: ca_cert_pem.clone(),
         key_pem: ca_key_pem,
@@ -595,11 +597,23 @@ pub async fn enroll(
         applied_version: None,
         edge_version: None,
     };
-    if !state
-        .store
-        .enroll_device(&code_hash, &device, &cert_pem, now)
+    let enrolled = if reenrol.is_some() {
+        crate::provisioning::complete_reenrolment(
+            &state,
+            &code_hash,
+            &device_id,
+            &cert_pem,
+            &device.cert_sha256,
+            now,
+        )
         .await?
-    {
+    } else {
+        state
+            .store
+            .enroll_device(&code_hash, &device, &cert_pem, now)
+            .await?
+    };
+    if !enrolled {
         return Err(refused());
     }
     tracing::info!(device = %device_id, tenant = %tenant_id, "device enrolled");

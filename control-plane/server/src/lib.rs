@@ -134,6 +134,10 @@ pub fn router(state: SharedState) -> Router {
             post(provisioning::decommission),
         )
         .route(
+            "/devices/{device_id}/reenroll",
+            post(provisioning::reenrol_code),
+        )
+        .route(
             "/tenants/{tenant_id}/fleet/health",
             get(fleet_health::get_health),
         )

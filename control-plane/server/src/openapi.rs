@@ -46,6 +46,7 @@ use utoipa::OpenApi;
         crate::provisioning::bulk_codes,
         crate::provisioning::revoke_code,
         crate::provisioning::decommission,
+        crate::provisioning::reenrol_code,
         crate::provisioning::policy_diff,
         crate::dryrun::dry_run,
         crate::rollouts::latest,

@@ -3,6 +3,10 @@
 //! decommissioned (their certificate refused from then on, the live channel cut); and the
 //! diff between any two policy versions.
 //!
+//! Re-enrolment: a claim code bound to an existing device (`POST …/devices/{id}/reenroll`);
+//! enrolling with it keeps the device's id, name and history but replaces its key and
+//! certificate — the old certificate is refused from then on and its live channel is cut.
+//!
 //! A claim code is stored only as a hash; its public id is the first 16 hex characters of that
 //! hash (it names the code without revealing it).
 
@@ -406,6 +410,148 @@ pub async fn policy_diff(
     Ok(Json(serde_json::json!({
         "from": from, "to": to, "changes": changes,
     })))
+}
+
+/// A re-enrolment code.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ReenrolCode {
+    /// The claim code (shown once).
+    pub code: String,
+    /// The device it re-enrols.
+    pub device_id: String,
+    /// Expires (Unix ms).
+    pub expires_at_ms: i64,
+}
+
+/// Creates a claim code that re-enrols an existing device (new key and certificate, same
+/// device). Valid 24 hours.
+#[utoipa::path(post, path = "/api/devices/{device_id}/reenroll",
+    params(("device_id" = String, Path, description = "device id")),
+    responses((status = 201, body = ReenrolCode), (status = 404), (status = 409)))]
+pub async fn reenrol_code(
+    State(state): State<SharedState>,
+    admin: Admin,
+    Path(device_id): Path<String>,
+) -> Result<(StatusCode, Json<ReenrolCode>), ApiError> {
+    let tenant_id =
+        rbac::authorize_device(&state, &admin, Permission::ClaimCodesCreate, &device_id).await?;
+    let device = state
+        .store
+        .devices(&tenant_id)
+        .await?
+        .into_iter()
+        .find(|d| d.id == device_id)
+        .ok_or_else(|| ApiError::not_found("no such device"))?;
+    if device.status == sase_model::fleet::DeviceStatus::Revoked {
+        return Err(ApiError::conflict(
+            "the device is decommissioned: enrol a replacement with a new claim code",
+        ));
+    }
+    let code = auth::claim_code();
+    let now = now_ms();
+    let expires_at_ms = now + 24 * 3_600_000;
+    sqlx::query(
+        "INSERT INTO claim_codes (code_hash, tenant_id, site_id, created_at_ms, expires_at_ms, label, target_device_id) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(auth::secret_hash(&code))
+    .bind(&tenant_id)
+    .bind(&device.site_id)
+    .bind(now)
+    .bind(expires_at_ms)
+    .bind(format!("re-enrol {}", device.name))
+    .bind(&device_id)
+    .execute(state.store.pool())
+    .await
+    .map_err(StoreError::from)?;
+    crate::admin_audit::record(
+        &state,
+        &admin,
+        "device.reenrol_code",
+        Some(&tenant_id),
+        &device_id,
+        serde_json::Value::Null,
+        serde_json::json!({"expires_at_ms": expires_at_ms}),
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(ReenrolCode {
+            code,
+            device_id,
+            expires_at_ms,
+        }),
+    ))
+}
+
+/// The device a live claim code re-enrols, if it is a re-enrolment code.
+///
+/// # Errors
+/// Store failures.
+pub async fn code_target_device(
+    state: &SharedState,
+    code_hash: &str,
+) -> Result<Option<String>, ApiError> {
+    let row = sqlx::query("SELECT target_device_id FROM claim_codes WHERE code_hash = $1")
+        .bind(code_hash)
+        .fetch_optional(state.store.pool())
+        .await
+        .map_err(StoreError::from)?;
+    Ok(match row {
+        Some(r) => r.try_get("target_device_id").map_err(StoreError::from)?,
+        None => None,
+    })
+}
+
+/// Consumes a re-enrolment code and gives the device its new certificate, in one
+/// transaction; then cuts the channel of the old certificate. `false` (nothing changed) when
+/// the code is no longer usable or the device was decommissioned meanwhile.
+///
+/// # Errors
+/// Store failures.
+pub async fn complete_reenrolment(
+    state: &SharedState,
+    code_hash: &str,
+    device_id: &str,
+    cert_pem: &str,
+    cert_sha256: &str,
+    now: i64,
+) -> Result<bool, ApiError> {
+    let mut tx = state.store.pool().begin().await.map_err(StoreError::from)?;
+    let claimed = sqlx::query(
+        "UPDATE claim_codes SET used_at_ms = $1, device_id = $2 WHERE code_hash = $3 AND used_at_ms IS NULL AND expires_at_ms > $1 AND target_device_id = $2",
+    )
+    .bind(now)
+    .bind(device_id)
+    .bind(code_hash)
+    .execute(&mut *tx)
+    .await
+    .map_err(StoreError::from)?;
+    let updated = sqlx::query(
+        "UPDATE devices SET cert_pem = $1, cert_sha256 = $2, enrolled_at_ms = $3 WHERE id = $4 AND status <> 'revoked'",
+    )
+    .bind(cert_pem)
+    .bind(cert_sha256)
+    .bind(now)
+    .bind(device_id)
+    .execute(&mut *tx)
+    .await
+    .map_err(StoreError::from)?;
+    if claimed.rows_affected() != 1 || updated.rows_affected() != 1 {
+        tx.rollback().await.map_err(StoreError::from)?;
+        return Ok(false);
+    }
+    tx.commit().await.map_err(StoreError::from)?;
+    let cut = state.hub.disconnect(device_id);
+    tracing::info!(device = %device_id, cut, "device re-enrolled: new key and certificate");
+    state
+        .alert(
+            None,
+            Some(device_id),
+            "device_reenrolled",
+            format!("device {device_id} re-enrolled with a new key; its previous certificate is no longer accepted"),
+        )
+        .await;
+    Ok(true)
 }
 
 #[cfg(test)]

@@ -275,3 +275,71 @@ async fn fleet_health_shows_heartbeats_and_alerts_lagging_devices() {
         .expect_status(StatusCode::OK);
     assert_eq!(h[0]["state"], "ok", "{h}");
 }
+
+#[tokio::test]
+async fn reenrolment_replaces_the_certificate_of_the_same_device() {
+    let app = TestApp::new().await;
+    let token = app.login().await;
+    let tenant = app.create_tenant(&token, "reenrol-co").await;
+    let site = app.create_site(&token, &tenant, "branch").await;
+    let code = app.claim_code(&token, &site).await;
+    let (_key, csr) = new_csr();
+    let first = app
+        .enroll(&code, &csr, "box")
+        .await
+        .expect_status(StatusCode::OK);
+    let device = first["device_id"].as_str().expect("device").to_string();
+    let old_sha = app.state.store.devices(&tenant).await.expect("devices")[0]
+        .cert_sha256
+        .clone();
+
+    let reply = app
+        .send_json(
+            http::Method::POST,
+            &format!("/api/devices/{device}/reenroll"),
+            Some(&token),
+            &json!({}),
+        )
+        .await
+        .expect_status(StatusCode::CREATED);
+    let code = reply["code"].as_str().expect("code").to_string();
+    let (_key, csr) = new_csr();
+    let again = app
+        .enroll(&code, &csr, "box")
+        .await
+        .expect_status(StatusCode::OK);
+    assert_eq!(again["device_id"], device.as_str(), "same device");
+    let devices = app.state.store.devices(&tenant).await.expect("devices");
+    assert_eq!(devices.len(), 1);
+    assert_ne!(devices[0].cert_sha256, old_sha, "new certificate");
+    assert!(app
+        .state
+        .store
+        .device_by_cert(&old_sha)
+        .await
+        .expect("lookup")
+        .is_none());
+    // The code is single use; a decommissioned device cannot be re-enrolled.
+    let (_key, csr) = new_csr();
+    assert!(app
+        .enroll(&code, &csr, "box")
+        .await
+        .status
+        .is_client_error());
+    app.send_json(
+        http::Method::POST,
+        &format!("/api/devices/{device}/decommission"),
+        Some(&token),
+        &json!({"reason": "gone"}),
+    )
+    .await;
+    let reply = app
+        .send_json(
+            http::Method::POST,
+            &format!("/api/devices/{device}/reenroll"),
+            Some(&token),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CONFLICT);
+}

@@ -142,6 +142,9 @@ fn classify(method: &str, path: &str) -> Option<(Scoping, Option<&'static str>, 
             (Tenant, Some("claim_codes.create"), false)
         }
         ("POST", "/api/devices/{device_id}/decommission") => (Tenant, Some("sites.write"), false),
+        ("POST", "/api/devices/{device_id}/reenroll") => {
+            (Tenant, Some("claim_codes.create"), false)
+        }
         ("GET", "/api/tenants/{tenant_id}/policy/rollouts/latest") => {
             (Tenant, Some("policy.read"), false)
         }
