@@ -743,6 +743,8 @@ pub async fn put_policy(
     })?;
     let stored = publish_policy(&state, &tenant_id, policy, &admin.username).await?;
     crate::rollouts::supersede(&state, &tenant_id, stored.version).await?;
+    // A policy written directly replaces an inherited one: the tenant stops inheriting.
+    crate::templates::detach(&state, &tenant_id).await?;
     let pushed = state.hub.broadcast(
         &tenant_id,
         &ControlMessage::Policy {

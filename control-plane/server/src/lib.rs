@@ -30,6 +30,7 @@
 //! * [`fleet_health`] — per-device health (heartbeat figures, expected vs applied version),
 //!   version-lag alerts.
 //! * [`incidents`] — incidents from audit events, NIS2 Art. 23 deadlines with alerts, reports.
+//! * [`templates`] — MSP policy templates inherited by tenants with merge-patch overrides.
 //! * [`totp`] — RFC 6238 codes.
 //! * [`pki`] — tenant CAs, device certificates, the server's TLS identity.
 //! * [`tls`] — rustls configuration, the dynamic device-certificate verifier, the accept loop.
@@ -60,6 +61,7 @@ pub mod rbac;
 pub mod retention;
 pub mod rollouts;
 pub mod siem;
+pub mod templates;
 pub mod state;
 pub mod store;
 pub mod tls;
@@ -69,7 +71,7 @@ pub mod updates;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 
 use crate::state::SharedState;
@@ -136,6 +138,17 @@ pub fn router(state: SharedState) -> Router {
         .route(
             "/devices/{device_id}/reenroll",
             post(provisioning::reenrol_code),
+        )
+        .route(
+            "/policy-templates",
+            get(templates::list).post(templates::create),
+        )
+        .route("/policy-templates/{template_id}", put(templates::update))
+        .route(
+            "/tenants/{tenant_id}/policy/source",
+            get(templates::get_source)
+                .put(templates::put_source)
+                .delete(templates::delete_source),
         )
         .route(
             "/tenants/{tenant_id}/fleet/health",

@@ -134,6 +134,15 @@ fn classify(method: &str, path: &str) -> Option<(Scoping, Option<&'static str>, 
         ("POST", "/api/tenants/{tenant_id}/policy/dry-run") => (Tenant, Some("policy.read"), true),
         ("GET", "/api/tenants/{tenant_id}/policy/diff") => (Tenant, Some("policy.read"), false),
         ("GET", "/api/tenants/{tenant_id}/fleet/health") => (Tenant, Some("devices.read"), true),
+        ("GET", "/api/policy-templates") => (Own, Some("policy.read"), true),
+        ("POST", "/api/policy-templates") | ("PUT", "/api/policy-templates/{template_id}") => {
+            (Own, Some("policy.write"), false)
+        }
+        ("GET", "/api/tenants/{tenant_id}/policy/source") => (Tenant, Some("policy.read"), false),
+        ("PUT", "/api/tenants/{tenant_id}/policy/source")
+        | ("DELETE", "/api/tenants/{tenant_id}/policy/source") => {
+            (Tenant, Some("policy.write"), false)
+        }
         ("GET", "/api/sites/{site_id}/claim-codes") => (Tenant, Some("devices.read"), true),
         ("POST", "/api/sites/{site_id}/claim-codes/bulk") => {
             (Tenant, Some("claim_codes.create"), false)
@@ -442,6 +451,15 @@ async fn main() -> Result<()> {
             };
             let body = |ids: &BTreeMap<&'static str, String>, n: usize| -> Option<Value> {
                 match (method_uc.as_str(), template.as_str()) {
+                    ("PUT", "/api/tenants/{tenant_id}/policy/source") => {
+                        Some(json!({"template_id": "tpl_none"}))
+                    }
+                    ("PUT", "/api/policy-templates/{template_id}") => {
+                        Some(json!({"name": format!("iso-{n}"), "policy": {}}))
+                    }
+                    ("POST", "/api/policy-templates") => {
+                        Some(json!({"name": format!("iso-{n}"), "policy": {}}))
+                    }
                     ("PUT", "/api/tenants/{tenant_id}/audit/retention") => {
                         Some(json!({"months": 18}))
                     }
