@@ -111,4 +111,7 @@ tests/e2e/limits.sh
 step "keep-alive and slowloris smoke (debug build, 1,000 keep-alive connections, 300 slow connections per attacking address, 10 s; the figure comes from the release run, docs/PERFORMANCE.md)"
 SASE_PROFILE=debug SLOWLORIS_KEEPALIVE=1000 SLOWLORIS_ATTACKERS_PER_IP=300 SLOWLORIS_SECONDS=10 tests/perf/slowloris.sh
 
+step "API gateway throughput smoke: edge (JWT ES256, scope, ownership, OpenAPI, rate limit) vs nginx reverse proxy (debug build, 2 s; the figure comes from the release run, docs/PERFORMANCE.md)"
+SASE_PROFILE=debug GATEWAY_PERF_SECONDS=2 GATEWAY_PERF_ROUNDS=1 GATEWAY_PERF_MIN_RATIO=0 tests/perf/gateway.sh
+
 printf '\n=== all checks passed in %ss\n' "$((SECONDS - STARTED))"

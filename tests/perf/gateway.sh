@@ -1,0 +1,326 @@
+#!/usr/bin/env bash
+# API gateway throughput (issue 4): wrk in one run against
+#   (a) nginx as a plain reverse proxy to the upstream, and
+#   (b) the edge (release build) enforcing on the same request: a JWT signed with ES256 (key in
+#       the policy), the route's scope, object ownership (path `{accountId}` == the token's
+#       `sub`), OpenAPI validation of the 1 KiB JSON body (strict properties) and a per-client
+#       rate limit that is never reached; WAF off (tests/perf/waf.sh measures the WAF).
+# Same upstream (nginx answering a small JSON), same request (POST of the same 1 KiB body with
+# the same headers), same wrk settings. Before measuring, the edge is shown to enforce: no token
+# 401, another account 403 object_not_owned, an undocumented property 400, the request 200.
+# Rounds interleave the targets (nginx first in odd rounds, the edge first in even ones); the
+# figures compared are the medians over the rounds. Prints rps and p99 of both and ends with
+#   gateway_rps_ratio_vs_nginx_proxy=<edge rps / nginx rps>
+# Fails when any measured response is not 200, or the ratio is under GATEWAY_PERF_MIN_RATIO
+# (default 0.8, the target; the CI smoke sets 0).
+#
+# Environment:
+#   GATEWAY_PERF_SECONDS=<s>    measured seconds per target and round (default 10; smoke: 2)
+#   GATEWAY_PERF_WARMUP=<s>     warm-up seconds before each measurement (default 3, 1 if short)
+#   GATEWAY_PERF_ROUNDS=<n>     rounds (default 3; smoke: 1)
+#   GATEWAY_PERF_THREADS / GATEWAY_PERF_CONNECTIONS   wrk -t / -c (default 1 / 32)
+#   GATEWAY_PERF_MIN_RATIO=<r>  fail under this ratio (default 0.8)
+#   GATEWAY_PERF_KEEP=1         keep the work directory
+#   SASE_PROFILE=debug          measure a debug build of the edge (default release)
+#   GATEWAY_PERF_PROFILE=1      record the edge's measured runs with `perf record` and keep
+#                               perf-edge-<round>.txt (top symbols) in the work directory
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$ROOT"
+SETUP_EXTRA="nginx wrk" scripts/setup.sh >/dev/null
+
+DURATION=${GATEWAY_PERF_SECONDS:-10}
+if [ "$DURATION" -le 3 ]; then default_warmup=1; else default_warmup=3; fi
+WARMUP=${GATEWAY_PERF_WARMUP:-$default_warmup}
+THREADS=${GATEWAY_PERF_THREADS:-1}
+CONNS=${GATEWAY_PERF_CONNECTIONS:-32}
+ROUNDS=${GATEWAY_PERF_ROUNDS:-3}
+MIN_RATIO=${GATEWAY_PERF_MIN_RATIO:-0.8}
+
+PROFILE=${SASE_PROFILE:-release}
+if [ "$PROFILE" = release ]; then flag=--release; else flag=; fi
+cargo build -q $flag -p sase-edge -p sase-control -p sase-testkit
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE
+
+WORK=$(mktemp -d /tmp/sase-gateway-perf.XXXXXX)
+chmod 755 "$WORK" # nginx workers may run as another user
+UP_PID='' NGX_PID='' EDGE_DRIVER_PID=''
+status=1
+cleanup() {
+  # Only the processes this script started, by pid.
+  local pid
+  if [ -n "$EDGE_DRIVER_PID" ]; then
+    kill -TERM "$EDGE_DRIVER_PID" 2>/dev/null || true
+    wait "$EDGE_DRIVER_PID" 2>/dev/null || true
+  fi
+  for pid in "$NGX_PID" "$UP_PID"; do
+    if [ -n "$pid" ]; then
+      kill -QUIT "$pid" 2>/dev/null || true
+      wait "$pid" 2>/dev/null || true
+    fi
+  done
+  if [ "$status" -eq 0 ] && [ -z "${GATEWAY_PERF_KEEP:-}" ]; then
+    rm -rf "$WORK"
+  else
+    echo "gateway.sh: work directory kept: $WORK" >&2
+  fi
+}
+trap cleanup EXIT
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# to_ms VALUE: wrk latency (e.g. 850.00us, 12.34ms, 1.02s) in milliseconds.
+to_ms() {
+  awk -v v="$1" 'BEGIN {
+    if (v ~ /us$/) { sub(/us$/, "", v); printf "%.2f", v / 1000 }
+    else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.2f", v }
+    else if (v ~ /m$/) { sub(/m$/, "", v); printf "%.2f", v * 60000 }
+    else { sub(/s$/, "", v); printf "%.2f", v * 1000 } }'
+}
+
+# median VALUES...: the median (the lower middle one for an even count).
+median() {
+  printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'
+}
+
+echo "== machine"
+echo "cores: $(nproc); $(uname -srm)"
+echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "versions: $(nginx -v 2>&1 | sed 's/^nginx version: //'), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), edge $PROFILE build"
+
+# --- the token, the body, the policy --------------------------------------------------------
+"$BIN/sase-es256-token" --out-dir "$WORK/idp" --iss https://idp.perf.example --aud orders \
+  --sub acct-42 --scope "orders:read orders:write"
+TOKEN=$(cat "$WORK/idp/token.txt")
+python3 - "$WORK/body.json" <<'EOF'
+import json, sys
+items = [{"sku": "SKU-%06d" % i, "name": "Merino wool crew neck sweater, size %d" % i,
+          "qty": 1 + i % 3, "price": 89.95} for i in range(9)]
+order = {"customer": "acct-42", "currency": "EUR", "items": items, "note": ""}
+text = json.dumps(order, separators=(",", ":"))
+order["note"] = "x" * (1024 - len(text))
+text = json.dumps(order, separators=(",", ":"))
+assert len(text) == 1024, len(text)
+open(sys.argv[1], "w").write(text)
+EOF
+
+# --- upstream: nginx answering a small JSON --------------------------------------------------
+UP_PORT=$(free_port)
+mkdir -p "$WORK/upstream/tmp"
+chmod 1777 "$WORK/upstream/tmp"
+cat > "$WORK/upstream/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $WORK/upstream/nginx.pid;
+error_log $WORK/upstream/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/upstream/tmp;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$UP_PORT backlog=4096;
+    location / {
+      default_type application/json;
+      return 200 '{"status":"accepted","order":"o-1001"}';
+    }
+  }
+}
+EOF
+nginx -p "$WORK/upstream" -c "$WORK/upstream/nginx.conf" -e "$WORK/upstream/error.log" &
+UP_PID=$!
+
+# --- (a) nginx as a plain reverse proxy ------------------------------------------------------
+NGX_PORT=$(free_port)
+NGX=$WORK/nginx
+mkdir -p "$NGX/tmp"
+chmod 1777 "$NGX/tmp"
+cat > "$NGX/nginx.conf" <<EOF
+worker_processes auto;
+daemon off;
+pid $NGX/nginx.pid;
+error_log $NGX/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $NGX/tmp/body;
+  proxy_temp_path $NGX/tmp/proxy;
+  fastcgi_temp_path $NGX/tmp/fastcgi;
+  uwsgi_temp_path $NGX/tmp/uwsgi;
+  scgi_temp_path $NGX/tmp/scgi;
+  client_body_buffer_size 64k;
+  keepalive_requests 1000000;
+  upstream app {
+    server 127.0.0.1:$UP_PORT;
+    keepalive 64;
+  }
+  server {
+    listen 127.0.0.1:$NGX_PORT backlog=4096 reuseport;
+    server_name api.example;
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$remote_addr;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+    }
+  }
+}
+EOF
+nginx -p "$NGX" -c "$NGX/nginx.conf" -e "$NGX/error.log" &
+NGX_PID=$!
+
+# --- (b) the edge ----------------------------------------------------------------------------
+python3 - "$WORK/policy.json" "$WORK/idp/jwks.json" "$UP_PORT" <<'EOF'
+import json, sys
+out, jwks_path, port = sys.argv[1], sys.argv[2], sys.argv[3]
+openapi = {
+  "openapi": "3.1.0",
+  "info": {"title": "orders", "version": "1.0"},
+  "paths": {"/accounts/{accountId}/orders": {
+    "parameters": [{"name": "accountId", "in": "path", "required": True,
+                    "schema": {"type": "string", "pattern": "^[a-z0-9-]{1,64}$"}}],
+    "post": {
+      "operationId": "createOrder",
+      "requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/Order"}}}},
+      "responses": {"200": {"description": "accepted"}}}}},
+  "components": {"schemas": {
+    "Order": {"type": "object", "required": ["customer", "currency", "items"], "properties": {
+      "customer": {"type": "string", "maxLength": 64},
+      "currency": {"type": "string", "enum": ["EUR", "USD", "GBP"]},
+      "note": {"type": "string", "maxLength": 2048},
+      "items": {"type": "array", "minItems": 1, "maxItems": 50,
+                "items": {"$ref": "#/components/schemas/Item"}}}},
+    "Item": {"type": "object", "required": ["sku", "qty", "price"], "properties": {
+      "sku": {"type": "string", "pattern": "^SKU-[0-9]{6}$"},
+      "name": {"type": "string", "maxLength": 200},
+      "qty": {"type": "integer", "minimum": 1, "maximum": 1000},
+      "price": {"type": "number", "minimum": 0}}}}}}
+policy = {
+  "issuers": [{"id": "idp", "issuer": "https://idp.perf.example", "audiences": ["orders"],
+               "algorithms": ["ES256"], "keys": {"jwks": json.load(open(jwks_path))}}],
+  "resources": [{
+    "name": "orders", "hosts": ["api.example"], "upstream": "http://127.0.0.1:%s" % port,
+    "issuers": ["idp"], "waf": {"mode": "off"},
+    "routes": [{
+      "id": "create-order", "methods": ["POST"], "path": "/accounts/{accountId}/orders",
+      "scopes": ["orders:write"],
+      "owner": [{"path": "accountId", "claim": "sub"}],
+      "limits": {"rate": [{"id": "per-client", "per": "client", "requests": 1000000,
+                            "window_seconds": 1}]}}],
+    "api": {"openapi": openapi}}]}
+json.dump(policy, open(out, "w"))
+EOF
+"$BIN/sase-waf-e2e" serve-edge --bin-dir "$BIN" --work-dir "$WORK/edge-stack" \
+  --policy "$WORK/policy.json" > "$WORK/serve-edge.log" 2>&1 &
+EDGE_DRIVER_PID=$!
+deadline=$((SECONDS + 180))
+until grep -q '^ready ' "$WORK/serve-edge.log"; do
+  if ! kill -0 "$EDGE_DRIVER_PID" 2>/dev/null || [ $SECONDS -ge $deadline ]; then
+    echo "gateway.sh: the edge did not start:" >&2
+    tail -20 "$WORK/serve-edge.log" >&2
+    exit 1
+  fi
+  sleep 0.1
+done
+ready=$(grep -m1 '^ready ' "$WORK/serve-edge.log")
+EDGE_URL=$(sed -n 's/.*edge_url=\([^ ]*\).*/\1/p' <<< "$ready")
+EDGE_PID=$(sed -n 's/.*edge_pid=\([0-9]*\).*/\1/p' <<< "$ready")
+
+# post URL PATH [TOKEN] [BODY-FILE]: the status of one POST.
+post() {
+  local auth=()
+  [ -n "${3:-}" ] && auth=(-H "Authorization: Bearer $3")
+  curl -s -o "$WORK/last-answer" -w '%{http_code}' -H 'Host: api.example' \
+    -H 'Content-Type: application/json' "${auth[@]}" --data-binary "@${4:-$WORK/body.json}" "$1$2"
+}
+wait_ok() {
+  local deadline=$((SECONDS + 30))
+  until [ "$(post "$1" /accounts/acct-42/orders "$TOKEN" || true)" = 200 ]; do
+    if [ $SECONDS -ge $deadline ]; then echo "gateway.sh: $1 not ready" >&2; cat "$WORK/last-answer" >&2; exit 1; fi
+    sleep 0.05
+  done
+}
+wait_ok "http://127.0.0.1:$NGX_PORT"
+wait_ok "$EDGE_URL"
+python3 -c 'import json,sys; b=json.load(open(sys.argv[1])); b["is_admin"]=True; json.dump(b, open(sys.argv[2], "w"))' \
+  "$WORK/body.json" "$WORK/body-extra.json"
+checks="no_token=$(post "$EDGE_URL" /accounts/acct-42/orders) other_account=$(post "$EDGE_URL" /accounts/acct-7/orders "$TOKEN") undocumented_property=$(post "$EDGE_URL" /accounts/acct-42/orders "$TOKEN" "$WORK/body-extra.json") good=$(post "$EDGE_URL" /accounts/acct-42/orders "$TOKEN")"
+echo "edge enforcement: $checks"
+if [ "$checks" != "no_token=401 other_account=403 undocumented_property=400 good=200" ]; then
+  echo "gateway.sh: the edge does not enforce the policy as expected" >&2
+  exit 1
+fi
+
+cat > "$WORK/post.lua" <<EOF
+wrk.method = "POST"
+wrk.path = "/accounts/acct-42/orders"
+wrk.headers["Host"] = "api.example"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $TOKEN"
+local f = assert(io.open("$WORK/body.json", "rb"))
+wrk.body = f:read("*a")
+f:close()
+EOF
+
+declare -A RPS P99
+failures=0
+for round in $(seq 1 "$ROUNDS"); do
+  if [ $((round % 2)) -eq 1 ]; then order="nginx edge"; else order="edge nginx"; fi
+  for target in $order; do
+    if [ "$target" = nginx ]; then url="http://127.0.0.1:$NGX_PORT"; else url=$EDGE_URL; fi
+    wrk -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" --timeout 30s -s "$WORK/post.lua" "$url" \
+      > "$WORK/wrk-$target-warmup.txt"
+    out=$WORK/wrk-$target-$round.txt
+    perf_pid=''
+    if [ -n "${GATEWAY_PERF_PROFILE:-}" ] && [ "$target" = edge ]; then
+      perf record -q -F 499 -g -o "$WORK/perf-edge-$round.data" -p "$EDGE_PID" -- sleep "$DURATION" 2>/dev/null &
+      perf_pid=$!
+    fi
+    wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --timeout 30s --latency -s "$WORK/post.lua" "$url" > "$out" 2>&1
+    if [ -n "$perf_pid" ]; then
+      wait "$perf_pid" || true
+      perf report -i "$WORK/perf-edge-$round.data" --no-children --sort dso,symbol --stdio 2>/dev/null |
+        grep -v '^#' | grep -v '^$' | grep '%' | head -40 > "$WORK/perf-edge-$round.txt" || true
+      export GATEWAY_PERF_KEEP=1
+    fi
+    rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
+    p99=$(to_ms "$(awk '$1 == "99%" {print $2}' "$out")")
+    requests=$(awk '/requests in/ {print $1}' "$out")
+    non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $5}' "$out")
+    sockerr=$(awk '/Socket errors:/ {gsub(",", ""); print $4 + $6 + $8 + $10}' "$out")
+    RPS[$target]="${RPS[$target]:-} $rps"
+    P99[$target]="${P99[$target]:-} $p99"
+    printf 'round=%s %-6s rps=%-9s p99_ms=%-8s requests=%-8s non2xx=%s socket_errors=%s load=%s\n' \
+      "$round" "$target" "$rps" "$p99" "$requests" "${non2xx:-0}" "${sockerr:-0}" "$(cut -d' ' -f1 /proc/loadavg)"
+    if [ "${non2xx:-0}" -ne 0 ] || [ "${sockerr:-0}" -ne 0 ]; then
+      echo "FAIL via $target: every response must be 200 (see $out)" >&2
+      failures=$((failures + 1))
+    fi
+  done
+done
+for key in "${!RPS[@]}"; do
+  # shellcheck disable=SC2086 # word splitting of the per-round lists is intended
+  RPS[$key]=$(median ${RPS[$key]}); P99[$key]=$(median ${P99[$key]})
+done
+ratio=$(awk -v e="${RPS[edge]}" -v n="${RPS[nginx]}" 'BEGIN {printf "%.2f", (n > 0 ? e / n : 0)}')
+echo "== results: medians of $ROUNDS round(s) (wrk -t$THREADS -c$CONNS -d${DURATION}s after ${WARMUP}s warm-up; POST of a 1 KiB JSON body)"
+printf '%-28s %12s %10s\n' target rps p99
+printf '%-28s %12s %10s\n' "nginx reverse proxy" "${RPS[nginx]}" "${P99[nginx]}ms"
+printf '%-28s %12s %10s\n' "edge (JWT ES256, scope, owner, OpenAPI, rate limit)" "${RPS[edge]}" "${P99[edge]}ms"
+echo "edge_pid=$EDGE_PID load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+if [ "$failures" -ne 0 ]; then
+  echo "gateway.sh: $failures measurement(s) had responses other than 200" >&2
+  exit 1
+fi
+status=0
+if awk -v r="$ratio" -v m="$MIN_RATIO" 'BEGIN {exit !(r < m)}'; then
+  echo "FAIL the edge served fewer requests per second than $MIN_RATIO x nginx: ratio $ratio" >&2
+  status=1
+fi
+echo "gateway_rps_ratio_vs_nginx_proxy=$ratio"
+exit "$status"
