@@ -19,7 +19,6 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 SMOKE=${IMAGE_BOOT_SMOKE:-0}
-WORK=$(mktemp -d "/tmp/sase-image-boot.$$.XXXXXX")
 OUT=$TARGET_DIR/image-test
 WINDOW=${IMAGE_BOOT_CONFIRM_WINDOW:-90}
 # Fast squashfs compression: the tests build four root filesystems.
@@ -43,6 +42,8 @@ else
   cargo build -q --release -p sase-edge --bins
   export SASE_EDGE_BIN=$TARGET_DIR/release/sase-edge SASE_IMAGE_TOOL=$TARGET_DIR/release/sase-image
 fi
+# Scratch space (kept, with the logs, when the test fails).
+WORK=$(mktemp -d "/tmp/sase-image-boot.$$.XXXXXX")
 # The image: version 1.
 SASE_IMAGE_OUT=$OUT SASE_IMAGE_VERSION=1 SASE_CONFIRM_WINDOW=$WINDOW image/build.sh
 
