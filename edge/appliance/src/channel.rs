@@ -23,6 +23,10 @@ const UPLOAD_WINDOW: u64 = 5_000;
 /// Heartbeat period.
 const HEARTBEAT: Duration = Duration::from_secs(10);
 
+/// How long the uploader waits after being woken by a new event before reading the spool, so
+/// that events arriving together travel together.
+const UPLOAD_COALESCE: Duration = Duration::from_millis(20);
+
 /// Runs the channel forever.
 pub async fn run(
     edge: Arc<Edge>,
@@ -232,7 +236,11 @@ async fn session(
                     }
                 }
             }
-            () = edge.spool.appended() => {}
+            () = edge.spool.appended() => {
+                // Let a busy edge gather events into bigger batches: one wake-up and one spool
+                // read per batch instead of one per request (events are already on disk).
+                tokio::time::sleep(UPLOAD_COALESCE).await;
+            }
             reports = crate::update::outgoing() => {
                 for report in reports {
                     sink.send(send(&report)?).await?;
