@@ -41,9 +41,9 @@
 
 pub mod admin_audit;
 pub mod admins;
+pub mod api;
 pub mod audit_consistency;
 pub mod audit_health;
-pub mod api;
 pub mod audit_log;
 pub mod auth;
 pub mod caep;
@@ -61,9 +61,9 @@ pub mod rbac;
 pub mod retention;
 pub mod rollouts;
 pub mod siem;
-pub mod templates;
 pub mod state;
 pub mod store;
+pub mod templates;
 pub mod tls;
 pub mod totp;
 pub mod updates;
@@ -99,10 +99,7 @@ pub fn router(state: SharedState) -> Router {
             "/tenants/{tenant_id}/policy/rollouts",
             post(rollouts::create),
         )
-        .route(
-            "/tenants/{tenant_id}/policy/dry-run",
-            post(dryrun::dry_run),
-        )
+        .route("/tenants/{tenant_id}/policy/dry-run", post(dryrun::dry_run))
         .route(
             "/tenants/{tenant_id}/policy/rollouts/latest",
             get(rollouts::latest),

@@ -12,7 +12,10 @@ use serde_json::json;
 async fn refused_sign_ins_are_in_the_admin_action_trail() {
     let app = TestApp::new().await;
     let token = app.login().await;
-    let admin = app.get("/api/me", &token).await.expect_status(StatusCode::OK);
+    let admin = app
+        .get("/api/me", &token)
+        .await
+        .expect_status(StatusCode::OK);
     let username = admin["username"].as_str().expect("username").to_string();
     for (user, password) in [(username.as_str(), "not the password"), ("nobody", "x")] {
         let reply = app

@@ -266,8 +266,7 @@ impl Audit<'_> {
             Ok(_) => true,
             // Full, configured to keep serving: the spool counts it and says so in the chain.
             Err(crate::spool::SpoolError::Full {
-                fail_closed: false,
-                ..
+                fail_closed: false, ..
             }) => true,
             Err(err) => {
                 tracing::error!(%err, reference = %self.reference, "audit spool write failed");
