@@ -23,6 +23,7 @@
 //! * [`caep`] — continuous access evaluation: the SET push endpoint (RFC 8935), transmitter
 //!   settings, revocations pushed to edges.
 //! * [`inventory`] — the API inventory edges report: shadow and zombie endpoints (API9).
+//! * [`drafts`] — stored policy drafts: validated, diffed, dry-run, published or rolled out.
 //! * [`dryrun`] — dry runs: recorded requests replayed against a draft policy, changed
 //!   decisions reported.
 //! * [`fanout`] — replicas on PostgreSQL: changes announced with NOTIFY, every replica
@@ -48,6 +49,7 @@ pub mod audit_log;
 pub mod auth;
 pub mod caep;
 pub mod channel;
+pub mod drafts;
 pub mod dryrun;
 pub mod error;
 pub mod fanout;
@@ -100,6 +102,22 @@ pub fn router(state: SharedState) -> Router {
             post(rollouts::create),
         )
         .route("/tenants/{tenant_id}/policy/dry-run", post(dryrun::dry_run))
+        .route(
+            "/tenants/{tenant_id}/policy/drafts",
+            get(drafts::list).post(drafts::create),
+        )
+        .route(
+            "/tenants/{tenant_id}/policy/drafts/{draft_id}",
+            get(drafts::get).put(drafts::update).delete(drafts::discard),
+        )
+        .route(
+            "/tenants/{tenant_id}/policy/drafts/{draft_id}/dry-run",
+            post(drafts::dry_run),
+        )
+        .route(
+            "/tenants/{tenant_id}/policy/drafts/{draft_id}/publish",
+            post(drafts::publish),
+        )
         .route(
             "/tenants/{tenant_id}/policy/rollouts/latest",
             get(rollouts::latest),

@@ -135,6 +135,17 @@ fn classify(method: &str, path: &str) -> Option<(Scoping, Option<&'static str>, 
         ("GET", "/api/tenants/{tenant_id}/policy/diff") => (Tenant, Some("policy.read"), false),
         ("GET", "/api/tenants/{tenant_id}/fleet/health") => (Tenant, Some("devices.read"), true),
         ("GET", "/api/policy-templates") => (Own, Some("policy.read"), true),
+        ("GET", "/api/tenants/{tenant_id}/policy/drafts") => (Tenant, Some("policy.read"), true),
+        ("POST", "/api/tenants/{tenant_id}/policy/drafts") => (Tenant, Some("policy.write"), true),
+        ("GET", "/api/tenants/{tenant_id}/policy/drafts/{draft_id}")
+        | ("POST", "/api/tenants/{tenant_id}/policy/drafts/{draft_id}/dry-run") => {
+            (Tenant, Some("policy.read"), false)
+        }
+        ("PUT", "/api/tenants/{tenant_id}/policy/drafts/{draft_id}")
+        | ("DELETE", "/api/tenants/{tenant_id}/policy/drafts/{draft_id}")
+        | ("POST", "/api/tenants/{tenant_id}/policy/drafts/{draft_id}/publish") => {
+            (Tenant, Some("policy.write"), false)
+        }
         ("POST", "/api/policy-templates") | ("PUT", "/api/policy-templates/{template_id}") => {
             (Own, Some("policy.write"), false)
         }
@@ -451,6 +462,10 @@ async fn main() -> Result<()> {
             };
             let body = |ids: &BTreeMap<&'static str, String>, n: usize| -> Option<Value> {
                 match (method_uc.as_str(), template.as_str()) {
+                    ("POST", "/api/tenants/{tenant_id}/policy/drafts")
+                    | ("PUT", "/api/tenants/{tenant_id}/policy/drafts/{draft_id}") => {
+                        Some(json!({"policy": {"resources": []}, "note": "iso"}))
+                    }
                     ("PUT", "/api/tenants/{tenant_id}/policy/source") => {
                         Some(json!({"template_id": "tpl_none"}))
                     }
