@@ -328,7 +328,11 @@ fn ocsf_positions(lines: &Received, tenant: &str) -> (BTreeMap<u64, u32>, u32, u
             }
             continue;
         }
-        if class == Some(4002) {
+        // HTTP decisions: HTTP Activity, or Detection Finding with the request as evidence when
+        // the WAF matched rules (CRS flags the numeric Host of these loopback requests).
+        if class == Some(4002)
+            || (class == Some(2004) && v["evidences"][0]["http_request"].is_object())
+        {
             http += 1;
         }
         // OCSF has no log position; with one device in the tenant, position = seq - 1.
@@ -558,7 +562,7 @@ async fn run(args: &Args, checks: &mut Checks) -> Result<(u64, u64, u64)> {
     checks.check(
         ocsf_http > 0 && ocsf_http < ocsf_seen.values().sum::<u32>(),
         &format!(
-            "OCSF: HTTP Activity events ({ocsf_http}) and a config-state event (policy applied)"
+            "OCSF: HTTP events ({ocsf_http}, HTTP Activity or Detection Finding) and a config-state event (policy applied)"
         ),
     );
 
