@@ -8,9 +8,11 @@
 //! - [`stack`]: a control plane with an enrolled edge, started for end-to-end drivers.
 //! - [`vuln_api`]: a deliberately vulnerable API, one flaw per OWASP API Top 10 risk (behind
 //!   the `sase-vuln-api` binary).
+//! - [`checks`]: the ok/FAIL tally of end-to-end drivers.
 //! - [`control`]: a control plane alone, with devices enrolled through `sase-edge enroll`
 //!   (for drivers that speak the device channel themselves).
 
+pub mod checks;
 pub mod control;
 pub mod demo_app;
 pub mod issuer;

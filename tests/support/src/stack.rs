@@ -16,6 +16,26 @@ use crate::process::{spawn_logged, ManagedChild};
 /// How long each start-up step may take.
 pub const READY: Duration = Duration::from_secs(60);
 
+/// Starts the sample app (`sase-demo-app`, log in `work/app.log`) on an ephemeral loopback
+/// port; returns the process and its base URL (`http://127.0.0.1:port`).
+///
+/// # Errors
+/// When it does not start within [`READY`].
+pub fn start_demo_app(bins: &Path, work: &Path) -> Result<(ManagedChild, String)> {
+    let mut app = spawn_logged(
+        Command::new(bins.join("sase-demo-app")).args(["--listen", "127.0.0.1:0"]),
+        "sase-demo-app",
+        &work.join("app.log"),
+    )?;
+    let line = app.wait_for_log_line("listening on http://", READY)?;
+    let upstream = line
+        .split_whitespace()
+        .last()
+        .ok_or_else(|| anyhow!("no upstream URL in {line:?}"))?
+        .to_string();
+    Ok((app, upstream))
+}
+
 /// A control plane with an admin session, a tenant and one enrolled edge (whose stdout/stderr
 /// go to `control.log` and `edge.log` in the work directory). Dropping it stops both.
 pub struct Stack {

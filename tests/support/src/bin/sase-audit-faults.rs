@@ -14,10 +14,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 use clap::Parser;
+use sase_testkit::checks::Checks;
 use sase_testkit::process::{spawn_logged, ManagedChild};
-use sase_testkit::stack::{Stack, READY};
+use sase_testkit::stack::{start_demo_app, Stack, READY};
 use serde_json::{json, Value};
 
 #[derive(Parser)]
@@ -34,23 +35,6 @@ struct Args {
     /// Concurrent clients.
     #[arg(long, default_value_t = 16)]
     clients: usize,
-}
-
-struct Checks {
-    passed: u32,
-    failed: u32,
-}
-
-impl Checks {
-    fn check(&mut self, ok: bool, what: &str) {
-        if ok {
-            self.passed += 1;
-            println!("ok   {what}");
-        } else {
-            self.failed += 1;
-            println!("FAIL {what}");
-        }
-    }
 }
 
 /// References of requests the edge answered, with the status it gave.
@@ -256,17 +240,7 @@ async fn run(args: &Args, checks: &mut Checks) -> Result<(u64, u64, u64)> {
     let work = &args.work_dir;
     // Silence alerts are for another test; uploads as fast as the edge makes them.
     std::env::set_var("SASE_AUDIT_CHECKPOINT_SECS", "3600");
-    let mut app = spawn_logged(
-        Command::new(bins.join("sase-demo-app")).args(["--listen", "127.0.0.1:0"]),
-        "sase-demo-app",
-        &work.join("app.log"),
-    )?;
-    let line = app.wait_for_log_line("listening on http://", READY)?;
-    let upstream = line
-        .split_whitespace()
-        .last()
-        .ok_or_else(|| anyhow!("no upstream URL"))?
-        .to_string();
+    let (_app, upstream) = start_demo_app(bins, work)?;
     let policy = json!({
         "resources": [{
             "name": "app", "upstream": upstream,
@@ -483,10 +457,7 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     let _ = std::fs::remove_dir_all(&args.work_dir);
     std::fs::create_dir_all(&args.work_dir)?;
-    let mut checks = Checks {
-        passed: 0,
-        failed: 0,
-    };
+    let mut checks = Checks::default();
     let (events, lost, duplicated) = match run(&args, &mut checks).await {
         Ok(figures) => figures,
         Err(err) => {

@@ -13,14 +13,13 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{anyhow, Result};
 use clap::Parser;
+use sase_testkit::checks::Checks;
 use sase_testkit::issuer::{IssuerKey, MintOptions};
-use sase_testkit::process::spawn_logged;
-use sase_testkit::stack::{Stack, READY};
+use sase_testkit::stack::{start_demo_app, Stack};
 use serde_json::{json, Value};
 
 const ISS: &str = "https://idp.dryrun.test";
@@ -34,23 +33,6 @@ struct Args {
     /// Work directory (emptied first).
     #[arg(long)]
     work_dir: PathBuf,
-}
-
-struct Checks {
-    passed: u32,
-    failed: u32,
-}
-
-impl Checks {
-    fn check(&mut self, ok: bool, what: &str) {
-        if ok {
-            self.passed += 1;
-            println!("ok   {what}");
-        } else {
-            self.failed += 1;
-            println!("FAIL {what}");
-        }
-    }
 }
 
 fn policy(jwks: &Value, upstream: &str, list_scopes: &[&str], with_create: bool) -> Value {
@@ -90,17 +72,7 @@ fn refs(list: &Value) -> BTreeSet<String> {
 async fn run(args: &Args, checks: &mut Checks) -> Result<()> {
     let bins = &args.bin_dir;
     let work = &args.work_dir;
-    let mut app = spawn_logged(
-        Command::new(bins.join("sase-demo-app")).args(["--listen", "127.0.0.1:0"]),
-        "sase-demo-app",
-        &work.join("app.log"),
-    )?;
-    let line = app.wait_for_log_line("listening on http://", READY)?;
-    let upstream = line
-        .split_whitespace()
-        .last()
-        .ok_or_else(|| anyhow!("no upstream URL"))?
-        .to_string();
+    let (_app, upstream) = start_demo_app(bins, work)?;
     let issuer = IssuerKey::generate();
     let jwks = serde_json::to_value(issuer.jwks())?;
     let current = policy(&jwks, &upstream, &["orders:read"], true);
@@ -235,10 +207,7 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     let _ = std::fs::remove_dir_all(&args.work_dir);
     std::fs::create_dir_all(&args.work_dir)?;
-    let mut checks = Checks {
-        passed: 0,
-        failed: 0,
-    };
+    let mut checks = Checks::default();
     if let Err(err) = run(&args, &mut checks).await {
         checks.check(false, &format!("scenario: {err:#}"));
     }

@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
 use clap::Parser;
+use sase_testkit::checks::Checks;
 use sase_testkit::process::{spawn_logged, ManagedChild};
-use sase_testkit::stack::{Stack, READY};
+use sase_testkit::stack::{start_demo_app, Stack, READY};
 use serde_json::{json, Value};
 
 #[derive(Parser)]
@@ -29,23 +30,6 @@ struct Args {
     /// Work directory (emptied first).
     #[arg(long)]
     work_dir: PathBuf,
-}
-
-struct Checks {
-    passed: u32,
-    failed: u32,
-}
-
-impl Checks {
-    fn check(&mut self, ok: bool, what: &str) {
-        if ok {
-            self.passed += 1;
-            println!("ok   {what}");
-        } else {
-            self.failed += 1;
-            println!("FAIL {what}");
-        }
-    }
 }
 
 fn policy(upstream: &str, extra_route: bool) -> Value {
@@ -183,17 +167,7 @@ async fn wait_status(stack: &Stack, status: &str, timeout: Duration) -> Result<V
 async fn run(args: &Args, checks: &mut Checks) -> Result<u128> {
     let bins = &args.bin_dir;
     let work = &args.work_dir;
-    let mut app = spawn_logged(
-        Command::new(bins.join("sase-demo-app")).args(["--listen", "127.0.0.1:0"]),
-        "sase-demo-app",
-        &work.join("app.log"),
-    )?;
-    let line = app.wait_for_log_line("listening on http://", READY)?;
-    let upstream = line
-        .split_whitespace()
-        .last()
-        .ok_or_else(|| anyhow!("no upstream URL"))?
-        .to_string();
+    let (_app, upstream) = start_demo_app(bins, work)?;
     let stack = Stack::start(bins, work, None, &policy(&upstream, false), "127.0.0.1:0").await?;
     let a = stack.device_id.clone();
     let (_edge_b, b) = second_edge(&stack, bins, work).await?;
@@ -350,10 +324,7 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     let _ = std::fs::remove_dir_all(&args.work_dir);
     std::fs::create_dir_all(&args.work_dir)?;
-    let mut checks = Checks {
-        passed: 0,
-        failed: 0,
-    };
+    let mut checks = Checks::default();
     let rollback_ms = match run(&args, &mut checks).await {
         Ok(ms) => ms,
         Err(err) => {

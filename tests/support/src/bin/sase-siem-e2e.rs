@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context as _, Result};
 use clap::Parser;
 use sase_model::audit::AuditEvent;
+use sase_testkit::checks::Checks;
 use sase_testkit::process::{spawn_logged, ManagedChild};
-use sase_testkit::stack::{Stack, READY};
+use sase_testkit::stack::{start_demo_app, Stack, READY};
 use serde_json::{json, Value};
 use tokio::io::AsyncBufReadExt;
 
@@ -43,23 +44,6 @@ struct Args {
 
 /// Lines received by a driver-side collector.
 type Received = Arc<Mutex<Vec<String>>>;
-
-struct Checks {
-    passed: u32,
-    failed: u32,
-}
-
-impl Checks {
-    fn check(&mut self, ok: bool, what: &str) {
-        if ok {
-            self.passed += 1;
-            println!("ok   {what}");
-        } else {
-            self.failed += 1;
-            println!("FAIL {what}");
-        }
-    }
-}
 
 fn free_port() -> Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -355,17 +339,7 @@ async fn run(args: &Args, checks: &mut Checks) -> Result<(u64, u64, u64)> {
     let bins = &args.bin_dir;
     let work = &args.work_dir;
     std::env::set_var("SASE_SIEM_POLL_MS", "100");
-    let mut app = spawn_logged(
-        Command::new(bins.join("sase-demo-app")).args(["--listen", "127.0.0.1:0"]),
-        "sase-demo-app",
-        &work.join("app.log"),
-    )?;
-    let line = app.wait_for_log_line("listening on http://", READY)?;
-    let upstream = line
-        .split_whitespace()
-        .last()
-        .ok_or_else(|| anyhow!("no upstream URL"))?
-        .to_string();
+    let (_app, upstream) = start_demo_app(bins, work)?;
     let policy = json!({
         "resources": [{
             "name": "app", "upstream": upstream,
@@ -609,10 +583,7 @@ async fn main() -> Result<()> {
     let _ = std::fs::remove_dir_all(&args.work_dir);
     std::fs::create_dir_all(&args.work_dir)
         .with_context(|| format!("work dir {}", args.work_dir.display()))?;
-    let mut checks = Checks {
-        passed: 0,
-        failed: 0,
-    };
+    let mut checks = Checks::default();
     let (events, lost, dups) = match run(&args, &mut checks).await {
         Ok(figures) => figures,
         Err(err) => {
