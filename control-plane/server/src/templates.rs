@@ -349,6 +349,20 @@ pub async fn update(
     if !body.policy.is_object() {
         return Err(ApiError::bad_request("policy: a JSON object"));
     }
+    let taken = sqlx::query(
+        "SELECT 1 AS one FROM policy_templates WHERE msp_id = $1 AND name = $2 AND id <> $3",
+    )
+    .bind(&msp_id)
+    .bind(&name)
+    .bind(&template_id)
+    .fetch_optional(state.store.pool())
+    .await
+    .map_err(db)?;
+    if taken.is_some() {
+        return Err(ApiError::conflict(
+            "the MSP already has another template of that name",
+        ));
+    }
     // Every inheriting tenant's new effective policy must be valid before anything changes.
     let mut planned = Vec::new();
     let mut failing = Vec::new();

@@ -146,6 +146,25 @@ async fn tenants_inherit_templates_with_overrides() {
         .expect_status(StatusCode::OK);
     assert_eq!(t[0]["version"], 2, "unchanged");
 
+    // Renaming onto another template's name is a conflict, not a server error.
+    app.send_json(
+        http::Method::POST,
+        "/api/policy-templates",
+        Some(&token),
+        &json!({"name": "other", "policy": {}}),
+    )
+    .await
+    .expect_status(StatusCode::CREATED);
+    let clash = app
+        .send_json(
+            http::Method::PUT,
+            &format!("/api/policy-templates/{id}"),
+            Some(&token),
+            &json!({"name": "other", "policy": template("http://127.0.0.1:9002")}),
+        )
+        .await;
+    assert_eq!(clash.status, StatusCode::CONFLICT);
+
     // A direct policy ends inheritance.
     app.send_json(
         http::Method::PUT,
