@@ -92,14 +92,19 @@ echo "  edge: $EDGE_BIN ($(du -h "$EDGE_BIN" | cut -f1)); vendor key $VENDOR_KEY
 step "Debian 12 root filesystem (mmdebstrap, cached by package list)"
 KEY=$(printf '%s %s' "$SUITE" "$PACKAGES" | sha256sum | cut -c1-16)
 TARBALL=$CACHE/rootfs-$SUITE-$KEY.tar
+# mmdebstrap picks its output format from the file name: the partial file must end in .tar
+# (a ".tmp" name makes it write a directory). A stale directory from that mistake is removed.
+PARTIAL=${TARBALL%.tar}.partial.tar
+[ -d "$TARBALL" ] && rm -rf "$TARBALL"
 if [ -f "$TARBALL" ]; then
   echo "  cached: $TARBALL"
 else
+  rm -rf "$PARTIAL"
   mmdebstrap --quiet --variant=minbase --include="$PACKAGES" \
     --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
     --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-include=/usr/share/locale/locale.alias' \
-    "$SUITE" "$TARBALL.tmp"
-  mv "$TARBALL.tmp" "$TARBALL"
+    "$SUITE" "$PARTIAL"
+  mv "$PARTIAL" "$TARBALL"
 fi
 
 step "root filesystem: edge, units, nftables baseline, image description"
