@@ -331,9 +331,13 @@ async fn handle(
                     .await;
             }
             match ingest_batch(state, device, &events, batch.as_ref()).await? {
-                Ok(outcome) => Ok(vec![ControlMessage::AuditAck {
-                    up_to_seq: outcome.head_seq,
-                }]),
+                Ok(outcome) => {
+                    // Counted for /metrics (sase_control_audit_ingest_events_total).
+                    crate::metrics::ingested(outcome.stored);
+                    Ok(vec![ControlMessage::AuditAck {
+                        up_to_seq: outcome.head_seq,
+                    }])
+                }
                 Err((head, err)) => {
                     let kind = match err {
                         ChainError::Gap { .. } => "audit_chain_gap",

@@ -49,6 +49,7 @@ pub mod audit_log;
 pub mod auth;
 pub mod caep;
 pub mod channel;
+pub mod diag;
 pub mod drafts;
 pub mod dryrun;
 pub mod error;
@@ -56,6 +57,8 @@ pub mod fanout;
 pub mod fleet_health;
 pub mod incidents;
 pub mod inventory;
+pub mod logs;
+pub mod metrics;
 pub mod openapi;
 pub mod pki;
 pub mod provisioning;
@@ -279,6 +282,8 @@ pub fn router(state: SharedState) -> Router {
     Router::new()
         .nest("/api", api)
         .route("/healthz", get(api::healthz))
+        // Requests by route template and status for /metrics (served on the ops listener).
+        .route_layer(axum::middleware::from_fn(metrics::track))
         .layer(DefaultBodyLimit::max(MAX_API_BODY))
         .with_state(state)
 }

@@ -19,6 +19,14 @@ use sase_control::{auth, openapi, router, store::Store};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as JSON objects or text (default: JSON unless stderr is a terminal).
+    #[arg(
+        long = "log-format",
+        global = true,
+        value_enum,
+        env = "SASE_LOG_FORMAT"
+    )]
+    log_format: Option<sase_control::logs::LogFormat>,
 }
 
 #[derive(Subcommand)]
@@ -27,6 +35,9 @@ enum Command {
     Serve(ServeArgs),
     /// Print the OpenAPI document.
     Openapi,
+    /// Write a support bundle (.tar.gz): versions, redacted config, database statistics,
+    /// metrics and recent logs.
+    Diag(DiagArgs),
 }
 
 #[derive(clap::Args)]
@@ -59,20 +70,62 @@ struct ServeArgs {
     /// User name of the first admin (created only when there is no admin).
     #[arg(long, env = "SASE_ADMIN_USER", default_value = "admin")]
     admin_user: String,
+    /// Ops listener: `/metrics`, `/healthz`, `/readyz` (plain HTTP; keep it on loopback or a
+    /// management network, never the public API address).
+    #[arg(long = "metrics-listen", env = "SASE_METRICS_LISTEN", default_value = sase_control::metrics::DEFAULT_LISTEN)]
+    metrics_listen: SocketAddr,
+}
+
+#[derive(clap::Args)]
+struct DiagArgs {
+    /// Where to write the bundle.
+    #[arg(long)]
+    out: PathBuf,
+    /// The control plane's data directory.
+    #[arg(long, env = "SASE_DATA_DIR", default_value = "./sase-control-data")]
+    data_dir: PathBuf,
+    /// Database URL; default is the SQLite file `<data-dir>/control.db`.
+    #[arg(long, env = "SASE_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Process id of the running server (its command line and environment are included).
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Base URL of the running server's ops listener.
+    #[arg(long = "ops-url", default_value = "http://127.0.0.1:9465")]
+    ops_url: String,
+    /// A log file whose last lines are included (repeatable); journald is asked too.
+    #[arg(long = "log-file")]
+    log_files: Vec<PathBuf>,
+    /// Lines kept from the end of each log.
+    #[arg(long = "log-lines", default_value_t = 2000)]
+    log_lines: usize,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sqlx=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    sase_control::logs::init(cli.log_format, "info,sqlx=warn");
     match cli.command {
+        Command::Diag(args) => {
+            let database_url = args.database_url.unwrap_or_else(|| {
+                format!(
+                    "sqlite://{}?mode=rw",
+                    args.data_dir.join("control.db").display()
+                )
+            });
+            let path = sase_control::diag::write_bundle(&sase_control::diag::DiagOptions {
+                data_dir: args.data_dir,
+                database_url,
+                out: args.out,
+                pid: args.pid,
+                ops_url: args.ops_url,
+                log_files: args.log_files,
+                log_lines: args.log_lines,
+            })
+            .await?;
+            println!("diagnostic bundle written: {}", path.display());
+            Ok(())
+        }
         Command::Openapi => {
             println!("{}", openapi::document_json());
             Ok(())
@@ -152,6 +205,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "first admin created: user={} password={password}  (shown once; store it now)",
             args.admin_user
         );
+    }
+    // The ops listener (/metrics, /healthz, /readyz) on its own address; a failure to bind it
+    // is reported and the control plane serves on without it.
+    match tokio::net::TcpListener::bind(args.metrics_listen).await {
+        Ok(ops) => {
+            println!("sase-control ops listening on http://{}", ops.local_addr()?);
+            tokio::spawn(sase_control::metrics::serve(ops, state.clone()));
+        }
+        Err(err) => {
+            tracing::error!(addr = %args.metrics_listen, %err, "cannot bind the ops listener; running without it")
+        }
     }
     println!(
         "sase-control listening on https://{bound} (public URL {public_url}; CA certificate {})",

@@ -22,16 +22,25 @@
 //! * [`mtls`] — client certificates on the HTTPS listener (asked for, chain handed to requests).
 //! * [`authz`] — the route guards once the body is read: object ownership (API1), GraphQL
 //!   limits, egress allowlist after DNS resolution (API7).
+//! * [`ops`] — the local ops listener: `/metrics` ([`metrics`]), `/healthz`, `/readyz`;
+//!   [`logs`] — JSON or text logs with the request id of each request's span; [`diag`] — the
+//!   support bundle; [`perms`] — modes of the data dir and key files at start;
+//!   [`tls_reload`] — the published listener's TLS settings and certificate reload.
 
 pub mod authz;
 pub mod channel;
 pub mod contract;
+pub mod diag;
 pub mod health;
 pub mod identity;
 pub mod inventory;
 pub mod jwks;
 pub mod listener;
+pub mod logs;
+pub mod metrics;
 pub mod mtls;
+pub mod ops;
+pub mod perms;
 pub mod policy;
 pub mod proxy;
 pub mod quic;
@@ -40,6 +49,7 @@ pub mod ratelimit;
 pub mod ratelimit_conn;
 pub mod revocation;
 pub mod spool;
+pub mod tls_reload;
 pub mod translate;
 pub mod update;
 pub mod waf;

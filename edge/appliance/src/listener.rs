@@ -7,7 +7,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType};
 use tokio::net::TcpListener;
@@ -70,20 +69,8 @@ pub fn load_or_create_listener_tls(
 /// # Errors
 /// Unreadable files or a key that does not match.
 pub fn load_tls(cert_path: &Path, key_path: &Path) -> anyhow::Result<rustls::ServerConfig> {
-    let chain = rustls_pemfile::certs(&mut std::fs::read(cert_path)?.as_slice())
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("{}", cert_path.display()))?;
-    let key = rustls_pemfile::private_key(&mut std::fs::read(key_path)?.as_slice())?
-        .with_context(|| format!("{} holds no key", key_path.display()))?;
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    // Asks for a client certificate while a resource takes one (mTLS); see `crate::mtls`.
-    .with_client_cert_verifier(crate::mtls::DeferredClientCertVerifier::new())
-    .with_single_cert(chain, key)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
+    // TLS 1.2+ with modern suites; the files are watched and reloaded (`crate::tls_reload`).
+    crate::tls_reload::server_config(cert_path, key_path)
 }
 
 fn builder() -> hyper_util::server::conn::auto::Builder<TokioExecutor> {

@@ -20,6 +20,14 @@ use sase_edge::{channel, listener};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as JSON objects or text (default: JSON unless stderr is a terminal).
+    #[arg(
+        long = "log-format",
+        global = true,
+        value_enum,
+        env = "SASE_LOG_FORMAT"
+    )]
+    log_format: Option<sase_edge::logs::LogFormat>,
 }
 
 #[derive(Subcommand)]
@@ -89,19 +97,59 @@ enum Command {
         /// Bound of the audit spool.
         #[command(flatten)]
         spool: sase_edge::spool::SpoolArgs,
+        /// Local ops listener: `/metrics`, `/healthz`, `/readyz` (keep it on loopback).
+        #[arg(long = "metrics-listen", env = "SASE_EDGE_METRICS_LISTEN", default_value = sase_edge::ops::DEFAULT_LISTEN)]
+        metrics_listen: SocketAddr,
+    },
+    /// Write a support bundle (.tar.gz): versions, redacted config, policy version, spool
+    /// state, metrics and recent logs.
+    Diag {
+        /// Where to write the bundle.
+        #[arg(long)]
+        out: PathBuf,
+        /// Data directory of the edge.
+        #[arg(long, env = "SASE_EDGE_DATA_DIR", default_value = "./sase-edge-data")]
+        data_dir: PathBuf,
+        /// Process id of the running daemon (its command line and environment are included).
+        #[arg(long)]
+        pid: Option<u32>,
+        /// Base URL of the running edge's ops listener.
+        #[arg(long = "ops-url", default_value = "http://127.0.0.1:9464")]
+        ops_url: String,
+        /// A log file whose last lines are included (repeatable); journald is asked too.
+        #[arg(long = "log-file")]
+        log_files: Vec<PathBuf>,
+        /// Lines kept from the end of each log.
+        #[arg(long = "log-lines", default_value_t = 2000)]
+        log_lines: usize,
     },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    sase_edge::logs::init(cli.log_format, "info");
+    match cli.command {
+        Command::Diag {
+            out,
+            data_dir,
+            pid,
+            ops_url,
+            log_files,
+            log_lines,
+        } => {
+            let path = sase_edge::diag::write_bundle(&sase_edge::diag::DiagOptions {
+                data_dir,
+                out,
+                pid,
+                ops_url,
+                log_files,
+                log_lines,
+            })
+            .await?;
+            println!("diagnostic bundle written: {}", path.display());
+            Ok(())
+        }
         Command::Enroll {
             control_plane,
             claim,
@@ -142,6 +190,7 @@ async fn main() -> anyhow::Result<()> {
             max_connections_per_ip,
             max_connections,
             spool,
+            metrics_listen,
         } => {
             if http_listen.is_none() && https_listen.is_none() {
                 bail!("give at least one of --http-listen or --https-listen");
@@ -161,6 +210,7 @@ async fn main() -> anyhow::Result<()> {
                     max_connections,
                 ),
                 spool.bound(),
+                metrics_listen,
             )
             .await
         }
@@ -179,7 +229,18 @@ async fn run(
     (quic_listen, quic_relay_listen): (Option<SocketAddr>, Option<SocketAddr>),
     limiter: sase_edge::ratelimit::EdgeLimiter,
     spool_bound: sase_edge::spool::SpoolBound,
+    metrics_listen: SocketAddr,
 ) -> anyhow::Result<()> {
+    // Modes of the data dir and key files: tightened and reported, never silently (perms.rs).
+    let extra_keys: Vec<PathBuf> = tls_files.iter().map(|(_, k)| k.clone()).collect();
+    for fixed in sase_edge::perms::check(dir.root(), &extra_keys)? {
+        tracing::warn!(
+            path = %fixed.path.display(),
+            was = %format!("{:o}", fixed.was),
+            now = %format!("{:o}", fixed.now),
+            "file mode too open: tightened"
+        );
+    }
     identity::prepare_data_dir(&dir)?;
     let identity = identity::load_identity(&dir)?;
     let key = sase_model::bundle::verifying_key_from_b64(&identity.policy_signing_key)
@@ -308,6 +369,11 @@ async fn run(
             .with_context(|| format!("binding the QUIC relay on {addr}"))?;
         urls.push(format!("quic-relay://{}", socket.local_addr()?));
         tokio::spawn(sase_edge::quic_relay::run(edge.clone(), socket));
+    }
+    sase_edge::ops::mark_listeners_up();
+    if let Some(l) = sase_edge::ops::bind(metrics_listen).await {
+        println!("sase-edge ops listening on http://{}", l.local_addr()?);
+        tokio::spawn(sase_edge::ops::serve(l, edge.clone()));
     }
     // Firmware updates (appliance image only): rollback reports, trial confirmation, offers.
     sase_edge::update::start(edge.clone(), channel_tls.clone())?;

@@ -262,6 +262,7 @@ impl Audit<'_> {
             waf: self.waf.clone(),
             quic: None,
         };
+        crate::metrics::request(reason, self.waf.as_ref().is_some_and(|w| w.blocked));
         match self.edge.spool.append(event) {
             Ok(_) => true,
             // Full, configured to keep serving: the spool counts it and says so in the chain.
@@ -356,7 +357,14 @@ where
         .is_some_and(|v| v.trim() != "0")
         || req.headers().contains_key(header::TRANSFER_ENCODING);
     let mut body_read = false;
-    let mut response = handle_inner(&edge, client, tls, req, &mut body_read).await;
+    // The request's span carries its audit reference id, so log lines join audit events.
+    let reference = new_reference();
+    let span = tracing::info_span!("request", request_id = %reference);
+    let mut response = tracing::Instrument::instrument(
+        handle_inner(&edge, client, tls, req, &mut body_read, reference),
+        span,
+    )
+    .await;
     if http1 && has_body && !body_read {
         // The unread body is still on the wire: this connection cannot carry another request,
         // so say so instead of letting the client reuse it and race the close.
@@ -377,6 +385,7 @@ async fn handle_inner<B>(
     tls: bool,
     req: Request<B>,
     body_read: &mut bool,
+    reference: String,
 ) -> Response<Body>
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
@@ -389,7 +398,7 @@ where
     let mut audit = Audit {
         edge,
         started,
-        reference: new_reference(),
+        reference,
         method: parts.method.as_str().chars().take(32).collect(),
         path,
         client,

@@ -214,7 +214,9 @@ impl WafStage {
             if answer.is_closed() {
                 return;
             }
+            let started = std::time::Instant::now();
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(engine)));
+            crate::metrics::waf_evaluated(started.elapsed());
             let _ = answer.send(outcome);
         });
         match self.queue.try_send(task) {
