@@ -137,4 +137,11 @@ pub enum ControlMessage {
         /// What to download.
         offer: crate::update::UpdateOffer,
     },
+    /// Policy signing-key rollover: endorsements of the next key(s), each signed by the key
+    /// before it ([`crate::signing_keys`]). Sent when a rollover is announced and after each
+    /// `hello` (before the policy) while the control plane keeps any.
+    SigningKeys {
+        /// Oldest first.
+        endorsements: Vec<crate::signing_keys::KeyEndorsement>,
+    },
 }

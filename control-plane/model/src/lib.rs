@@ -19,6 +19,8 @@
 //! * [`limits`] — rate limits, size limits and timeouts (API4), flow limits (API6), the
 //!   store of shared budgets.
 //! * [`retention`] — expired whole months, and the signed record of what retention deleted.
+//! * [`signing_keys`] — policy signing-key rotation: endorsements of the next key, the
+//!   keys an edge trusts during the overlap.
 //! * [`reason`] — stable reason codes carried by every decision.
 //! * [`tunnel`] — typed rules of the per-identity packet ACL of ZTNA tunnels.
 //! * [`quic`] — QUIC modes (`inspect`, `sni_filter`, `block`, `drop`) per site, resource or
@@ -51,6 +53,7 @@ pub mod policy;
 pub mod quic;
 pub mod reason;
 pub mod retention;
+pub mod signing_keys;
 pub mod tunnel;
 pub mod update;
 pub mod upstream_trust;

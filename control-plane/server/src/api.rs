@@ -627,7 +627,7 @@ pub async fn enroll(
         site_id,
         certificate_pem: cert_pem,
         tenant_ca_pem: ca_cert_pem,
-        policy_signing_key: verifying_key_to_b64(&state.signing_key.verifying_key()),
+        policy_signing_key: verifying_key_to_b64(&state.policy_keys.current().verifying_key()),
         channel_url,
     }))
 }
@@ -853,8 +853,8 @@ pub async fn publish_policy(
             issued_at_ms: now,
             policy: policy.clone(),
         };
-        let bundle =
-            SignedBundle::sign(&payload, &state.signing_key).map_err(ApiError::internal)?;
+        let bundle = SignedBundle::sign(&payload, &state.policy_keys.current())
+            .map_err(ApiError::internal)?;
         let version = PolicyVersion {
             tenant_id: tenant_id.to_string(),
             version: next,

@@ -203,7 +203,8 @@ async fn handle(
                 .store
                 .device_seen(&device.id, now, applied_version, Some(&edge_version))
                 .await?;
-            let mut replies = Vec::new();
+            // Signing-key endorsements first, so a bundle signed by a new key verifies.
+            let mut replies = crate::key_rotation::hello_messages(state);
             // Outside the canaries of a rollout in progress, the stable version.
             if let Some(bundle) =
                 crate::rollouts::bundle_for(state, &device.tenant_id, &device.id).await?

@@ -31,6 +31,10 @@
 //! * [`fleet_health`] — per-device health (heartbeat figures, expected vs applied version),
 //!   version-lag alerts.
 //! * [`incidents`] — incidents from audit events, NIS2 Art. 23 deadlines with alerts, reports.
+//! * [`key_rotation`] — policy signing-key rotation: announce (endorsed by the current key),
+//!   activate (republish signed with the new key).
+//! * [`secrets`] — secrets at rest: CA keys, signing keys and TOTP seeds sealed (AES-256-GCM)
+//!   with the operator's key.
 //! * [`templates`] — MSP policy templates inherited by tenants with merge-patch overrides.
 //! * [`totp`] — RFC 6238 codes.
 //! * [`pki`] — tenant CAs, device certificates, the server's TLS identity.
@@ -57,6 +61,7 @@ pub mod fanout;
 pub mod fleet_health;
 pub mod incidents;
 pub mod inventory;
+pub mod key_rotation;
 pub mod logs;
 pub mod metrics;
 pub mod openapi;
@@ -65,6 +70,7 @@ pub mod provisioning;
 pub mod rbac;
 pub mod retention;
 pub mod rollouts;
+pub mod secrets;
 pub mod siem;
 pub mod state;
 pub mod store;
@@ -259,6 +265,9 @@ pub fn router(state: SharedState) -> Router {
         .route("/admins/{admin_id}/disable", post(admins::disable_admin))
         .route("/admins/{admin_id}/mfa", delete(admins::reset_mfa))
         .route("/admin-actions", get(admins::list_actions))
+        .route("/signing-keys", get(key_rotation::status))
+        .route("/signing-keys/next", post(key_rotation::announce))
+        .route("/signing-keys/activate", post(key_rotation::activate))
         .route("/edge/channel", get(channel::channel))
         .route(
             "/updates",

@@ -6,10 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use base64::Engine as _;
 use clap::{Parser, Subcommand};
-use ed25519_dalek::SigningKey;
-use rand::RngCore;
 use sase_control::state::{AppState, Hub};
 use sase_control::tls::{self, DeviceCertVerifier};
 use sase_control::{auth, openapi, router, store::Store};
@@ -70,6 +67,11 @@ struct ServeArgs {
     /// User name of the first admin (created only when there is no admin).
     #[arg(long, env = "SASE_ADMIN_USER", default_value = "admin")]
     admin_user: String,
+    /// File holding the secrets key (32 random bytes, base64 or hex) that seals private keys
+    /// and TOTP seeds in the database; env `SASE_SECRETS_KEY` may hold the key itself. Default:
+    /// `<data-dir>/secrets.key`, generated on first start (development only).
+    #[arg(long, env = "SASE_SECRETS_KEY_FILE")]
+    secrets_key_file: Option<PathBuf>,
     /// Ops listener: `/metrics`, `/healthz`, `/readyz` (plain HTTP; keep it on loopback or a
     /// management network, never the public API address).
     #[arg(long = "metrics-listen", env = "SASE_METRICS_LISTEN", default_value = sase_control::metrics::DEFAULT_LISTEN)]
@@ -147,17 +149,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| "opening the database")?;
 
-    // The policy signing key lives in the database so that every replica signs with it.
-    let mut seed = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut seed);
-    let encoded = base64::engine::general_purpose::STANDARD.encode(seed);
-    let stored = store.setting_init("policy_signing_key", &encoded).await?;
-    let seed: [u8; 32] = base64::engine::general_purpose::STANDARD
-        .decode(stored)
-        .context("stored policy signing key is not base64")?
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("stored policy signing key must be 32 bytes"))?;
-    let signing_key = SigningKey::from_bytes(&seed);
+    // Private keys and seeds in the database are sealed with the operator's secrets key; a
+    // wrong key stops here with a clear message.
+    let store =
+        sase_control::secrets::init(store, &args.data_dir, args.secrets_key_file.as_deref())
+            .await
+            .context("secrets at rest")?;
+    // The signing keys live in the database (sealed) so that every replica signs with them.
+    let (signing_key, policy_keys) = sase_control::key_rotation::load(&store)
+        .await
+        .context("loading the policy signing keys")?;
 
     let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
     let ip = args.listen.ip();
@@ -187,6 +188,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let state = Arc::new(AppState {
         store,
         signing_key,
+        policy_keys,
         hub: Hub::default(),
         public_url: public_url.clone(),
         device_verifier: verifier,

@@ -19,8 +19,11 @@ pub type SharedState = Arc<AppState>;
 pub struct AppState {
     /// The database.
     pub store: Store,
-    /// Ed25519 key that signs policy bundles (edges pin its public half).
+    /// The first Ed25519 signing key: audit checkpoints and retention records (and policy
+    /// bundles until the first rotation).
     pub signing_key: SigningKey,
+    /// The key that signs policy bundles now, and the rotation state (`key_rotation`).
+    pub policy_keys: crate::key_rotation::PolicyKeys,
     /// Connected edges.
     pub hub: Hub,
     /// Base URL edges and admins use to reach this control plane (`https://host:port`).

@@ -41,6 +41,8 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Seals secret columns (`secrets`); `None` reads and writes them as they are.
+    pub(crate) sealer: Option<std::sync::Arc<crate::secrets::Sealer>>,
 }
 
 /// A stored credential joined with its admin.
@@ -190,7 +192,11 @@ impl Store {
         }
         let pool = options.connect(database_url).await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            sealer: None,
+        })
     }
 
     /// The connection pool, for store extensions kept in their feature's module (`siem`).
@@ -261,7 +267,7 @@ impl Store {
         .bind(&tenant.id)
         .bind(&tenant.name)
         .bind(ca_cert_pem)
-        .bind(ca_key_pem)
+        .bind(self.seal_text(&crate::secrets::tenant_ca_purpose(&tenant.id), ca_key_pem))
         .bind(tenant.created_at_ms)
         .execute(&self.pool)
         .await?;
@@ -285,7 +291,7 @@ impl Store {
         .bind(&tenant.id)
         .bind(&tenant.name)
         .bind(ca_cert_pem)
-        .bind(ca_key_pem)
+        .bind(self.seal_text(&crate::secrets::tenant_ca_purpose(&tenant.id), ca_key_pem))
         .bind(tenant.created_at_ms)
         .bind(msp_id)
         .execute(&self.pool)
@@ -333,8 +339,14 @@ impl Store {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|r| Ok((r.try_get("ca_cert_pem")?, r.try_get("ca_key_pem")?)))
-            .transpose()
+        row.map(|r| {
+            let key = r.try_get("ca_key_pem")?;
+            Ok((
+                r.try_get("ca_cert_pem")?,
+                self.open_text(&crate::secrets::tenant_ca_purpose(id), key)?,
+            ))
+        })
+        .transpose()
     }
 
     /// Every tenant CA certificate (PEM): the roots for device client certificates.
@@ -1365,9 +1377,14 @@ pub struct AdminAction {
 const ADMIN_COLUMNS: &str = "id, username, password_hash, role, msp_id, tenant_id, created_by, created_at_ms, disabled_at_ms, totp_secret, totp_enabled_at_ms, totp_last_step";
 
 impl Store {
-    fn admin_from(row: &AnyRow) -> StoreResult<AdminRecord> {
+    fn admin_from(&self, row: &AnyRow) -> StoreResult<AdminRecord> {
+        let id: String = row.try_get("id")?;
+        let totp_secret = row
+            .try_get::<Option<String>, _>("totp_secret")?
+            .map(|t| self.open_text(&crate::secrets::totp_purpose(&id), t))
+            .transpose()?;
         Ok(AdminRecord {
-            id: row.try_get("id")?,
+            id,
             username: row.try_get("username")?,
             password_hash: row.try_get("password_hash")?,
             role: row
@@ -1380,7 +1397,7 @@ impl Store {
             created_by: row.try_get("created_by")?,
             created_at_ms: row.try_get("created_at_ms")?,
             disabled_at_ms: row.try_get("disabled_at_ms")?,
-            totp_secret: row.try_get("totp_secret")?,
+            totp_secret,
             totp_enabled_at_ms: row.try_get("totp_enabled_at_ms")?,
             totp_last_step: row.try_get("totp_last_step")?,
         })
@@ -1416,7 +1433,7 @@ impl Store {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(Self::admin_from).transpose()
+        row.as_ref().map(|r| self.admin_from(r)).transpose()
     }
 
     /// One admin by user name.
@@ -1433,7 +1450,7 @@ impl Store {
         .bind(username)
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(Self::admin_from).transpose()
+        row.as_ref().map(|r| self.admin_from(r)).transpose()
     }
 
     /// Admins of an MSP (all of them, `tenant_id` `None`) or of one customer tenant.
@@ -1464,7 +1481,7 @@ impl Store {
                 .await?
             }
         };
-        rows.iter().map(Self::admin_from).collect()
+        rows.iter().map(|r| self.admin_from(r)).collect()
     }
 
     /// Disables an admin and deletes all of its sessions and tokens.
@@ -1501,7 +1518,7 @@ impl Store {
         sqlx::query(
             "UPDATE admins SET totp_secret = $1, totp_enabled_at_ms = $2, totp_last_step = $3 WHERE id = $4",
         )
-        .bind(secret.map(str::to_string))
+        .bind(secret.map(|s| self.seal_text(&crate::secrets::totp_purpose(id), s)))
         .bind(enabled_at_ms)
         .bind(last_step)
         .bind(id)

@@ -228,6 +228,13 @@ async fn session(
                         }
                     }
                     ControlMessage::UpdateOffer { offer } => crate::update::offered(edge.clone(), offer),
+                    ControlMessage::SigningKeys { endorsements } => {
+                        match edge.policy.accept_endorsements(&endorsements) {
+                            Ok(0) => {}
+                            Ok(added) => tracing::info!(added, trusted = ?edge.policy.trusted_keys(), "next policy signing key announced"),
+                            Err(err) => tracing::error!(%err, "signing-key endorsement refused"),
+                        }
+                    }
                     ControlMessage::AuditNack { resend_from, reason } => {
                         tracing::warn!(resend_from, %reason, "control plane refused an audit batch");
                         sent_up_to = resend_from.saturating_sub(1);

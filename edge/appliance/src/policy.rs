@@ -1,6 +1,9 @@
 //! The policy in force on this edge: the last verified bundle, compiled for the hot path and
 //! swapped atomically (`tokio::sync::watch`). Bundles are verified with the pinned control-plane
-//! key, checked against the device's tenant and never older than the one applied; each accepted
+//! key (or, during a signing-key rollover, by its announced successor: `signing-keys.json` next
+//! to the bundle, see `sase_model::signing_keys`; the first bundle signed by the successor
+//! retires the older key), checked against the device's tenant and never older than the one
+//! applied; each accepted
 //! bundle is written to disk before it is enforced, so a restart without the control plane
 //! enforces it again. With no valid bundle the edge refuses every protected request (fail
 //! closed).
@@ -11,6 +14,7 @@ use std::sync::{Arc, RwLock};
 use ed25519_dalek::VerifyingKey;
 use sase_gateway::{CompiledPolicy, JwksStore, TokenCache};
 use sase_model::bundle::SignedBundle;
+use sase_model::signing_keys::{KeyEndorsement, TrustedKeys};
 use tokio::sync::watch;
 
 use crate::identity::write_atomic;
@@ -45,7 +49,8 @@ pub enum ApplyOutcome {
 /// Holder of the policy in force.
 pub struct PolicyHolder {
     current: watch::Sender<Option<Arc<ActivePolicy>>>,
-    key: VerifyingKey,
+    keys: RwLock<TrustedKeys>,
+    keys_path: PathBuf,
     tenant_id: String,
     bundle_path: PathBuf,
     crs: sase_waf::CrsPaths,
@@ -71,9 +76,12 @@ impl PolicyHolder {
         bundle_path: PathBuf,
         crs: sase_waf::CrsPaths,
     ) -> PolicyHolder {
+        let keys_path = bundle_path.with_file_name(SIGNING_KEYS_FILE);
+        let keys = load_trusted_keys(&keys_path).unwrap_or_else(|| TrustedKeys::pinned(&key));
         PolicyHolder {
             current: watch::Sender::new(None),
-            key,
+            keys: RwLock::new(keys),
+            keys_path,
             tenant_id,
             bundle_path,
             crs,
@@ -127,8 +135,8 @@ impl PolicyHolder {
             }
         }
         let applied = current.as_ref().map(|a| (a.version, a.digest.as_str()));
-        let payload = bundle
-            .verify_for_device(&self.key, &self.tenant_id, applied)
+        let (payload, key_index) = read_lock(&self.keys)
+            .verify_bundle(bundle, &self.tenant_id, applied)
             .map_err(|e| e.to_string())?;
         let compiled = CompiledPolicy::compile(&payload).map_err(|e| e.to_string())?;
         // The rule set is compiled before anything changes: a bundle whose WAF settings do not
@@ -153,8 +161,75 @@ impl PolicyHolder {
         // Entries are tied to the compilation they were verified under and would never be
         // served again; free them now.
         self.tokens.clear();
+        if key_index > 0 {
+            // A bundle signed by the successor is in force: the older keys are retired.
+            let mut keys = write_lock(&self.keys);
+            if keys.promote(key_index) {
+                tracing::info!(
+                    trusted = keys.keys().len(),
+                    "policy signing key rolled over; older keys retired"
+                );
+                self.persist_keys(&keys)?;
+            }
+        }
         Ok(ApplyOutcome::Applied(version))
     }
+
+    /// Takes the control plane's signing-key endorsements (sent after each `hello` and when a
+    /// rollover is announced). Returns how many new keys are now trusted.
+    ///
+    /// # Errors
+    /// A forged or forking endorsement (nothing changes), or the key list cannot be stored.
+    pub fn accept_endorsements(&self, endorsements: &[KeyEndorsement]) -> Result<usize, String> {
+        let mut keys = write_lock(&self.keys);
+        let mut next = keys.clone();
+        let mut added = 0;
+        for e in endorsements {
+            if next.endorse(e).map_err(|e| e.to_string())? {
+                added += 1;
+            }
+        }
+        if added > 0 {
+            self.persist_keys(&next)?;
+            *keys = next;
+        }
+        Ok(added)
+    }
+
+    /// The policy signing keys trusted now (base64, oldest first).
+    pub fn trusted_keys(&self) -> Vec<String> {
+        read_lock(&self.keys).keys().to_vec()
+    }
+
+    fn persist_keys(&self, keys: &TrustedKeys) -> Result<(), String> {
+        let json = serde_json::to_vec(keys).map_err(|e| e.to_string())?;
+        write_atomic(&self.keys_path, &json, 0o600)
+            .map_err(|e| format!("storing the trusted signing keys: {e:#}"))
+    }
+}
+
+/// File (next to the bundle) holding the trusted policy signing keys once a rollover began.
+pub const SIGNING_KEYS_FILE: &str = "signing-keys.json";
+
+fn load_trusted_keys(path: &std::path::Path) -> Option<TrustedKeys> {
+    let bytes = std::fs::read(path).ok()?;
+    match serde_json::from_slice::<TrustedKeys>(&bytes) {
+        Ok(keys) if keys.validate().is_ok() => Some(keys),
+        _ => {
+            tracing::error!(file = %path.display(), "unreadable trusted signing keys; using the key pinned at enrolment");
+            None
+        }
+    }
+}
+
+fn read_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -208,6 +208,7 @@ impl TestApp {
         let state = Arc::new(AppState {
             store,
             signing_key: SigningKey::from_bytes(&seed),
+            policy_keys: sase_control::key_rotation::PolicyKeys::new(SigningKey::from_bytes(&seed)),
             hub: Hub::default(),
             public_url: "https://127.0.0.1:1".to_string(),
             device_verifier: Arc::new(DeviceCertVerifier::new(&[]).expect("verifier")),
