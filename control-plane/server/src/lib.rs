@@ -31,6 +31,8 @@
 //! * [`fleet_health`] — per-device health (heartbeat figures, expected vs applied version),
 //!   version-lag alerts.
 //! * [`incidents`] — incidents from audit events, NIS2 Art. 23 deadlines with alerts, reports.
+//! * [`backup`] — `sase-control backup` / `restore`: consistent SQLite copy, TLS identity,
+//!   firmware store, manifest with checksums.
 //! * [`key_rotation`] — policy signing-key rotation: announce (endorsed by the current key),
 //!   activate (republish signed with the new key).
 //! * [`secrets`] — secrets at rest: CA keys, signing keys and TOTP seeds sealed (AES-256-GCM)
@@ -50,6 +52,7 @@ pub mod api;
 pub mod audit_consistency;
 pub mod audit_health;
 pub mod audit_log;
+pub mod backup;
 pub mod auth;
 pub mod caep;
 pub mod channel;

@@ -35,6 +35,35 @@ enum Command {
     /// Write a support bundle (.tar.gz): versions, redacted config, database statistics,
     /// metrics and recent logs.
     Diag(DiagArgs),
+    /// Back up a control plane (running or not) into a new directory: SQLite copy taken with
+    /// `VACUUM INTO`, TLS identity, firmware store, manifest with SHA-256 of every file.
+    Backup(BackupArgs),
+    /// Restore a backup into a new data dir (checked against its manifest first).
+    Restore(RestoreArgs),
+}
+
+#[derive(clap::Args)]
+struct BackupArgs {
+    /// Data dir of the control plane to back up.
+    #[arg(long, env = "SASE_DATA_DIR", default_value = "./sase-control-data")]
+    data_dir: PathBuf,
+    /// Database URL; default the SQLite file `<data-dir>/control.db` (PostgreSQL: the files
+    /// are backed up, the database with `pg_dump`).
+    #[arg(long, env = "SASE_DATABASE_URL")]
+    database_url: Option<String>,
+    /// New (or empty) directory to write the backup into.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct RestoreArgs {
+    /// The backup directory.
+    #[arg(long)]
+    from: PathBuf,
+    /// New data dir to restore into (must not hold a database).
+    #[arg(long)]
+    data_dir: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -133,6 +162,48 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve(args) => serve(args).await,
+        Command::Backup(args) => {
+            let database_url = args.database_url.unwrap_or_else(|| {
+                format!(
+                    "sqlite://{}?mode=rw",
+                    args.data_dir.join("control.db").display()
+                )
+            });
+            let store = Store::connect(&database_url)
+                .await
+                .context("opening the database")?;
+            let manifest = sase_control::backup::backup(&store, &args.data_dir, &args.out).await?;
+            if manifest.database == "postgres" {
+                println!("PostgreSQL: the database is not in the backup; dump it with pg_dump --format=custom (docs/OPERATIONS.md)");
+            }
+            if manifest.secrets_key_included {
+                println!("the backup includes secrets.key from the data dir: it opens every sealed secret, keep the backup as safe as the key");
+            }
+            println!(
+                "backup written: {} ({} files, database {}, secrets key id {})",
+                args.out.display(),
+                manifest.files.len(),
+                manifest.database,
+                manifest.secrets_key_id.as_deref().unwrap_or("-")
+            );
+            Ok(())
+        }
+        Command::Restore(args) => {
+            let manifest = sase_control::backup::restore(&args.from, &args.data_dir)?;
+            println!(
+                "restored {} files into {} (database {}, secrets key id {}{})",
+                manifest.files.len(),
+                args.data_dir.display(),
+                manifest.database,
+                manifest.secrets_key_id.as_deref().unwrap_or("-"),
+                if manifest.secrets_key_included {
+                    ", key included"
+                } else {
+                    "; start with the same --secrets-key-file / SASE_SECRETS_KEY"
+                }
+            );
+            Ok(())
+        }
     }
 }
 
