@@ -213,12 +213,59 @@ pub fn listing(dir: &Path) -> Vec<Value> {
     out
 }
 
-/// The last `lines` lines of a file.
+/// Redacts one log line: a JSON line member by member ([`redact`]); in text, the value of
+/// every `name=value` / `name="value"` whose name says secret, and URL passwords.
+pub fn redact_line(line: &str) -> String {
+    if line.starts_with('{') {
+        if let Ok(mut v) = serde_json::from_str::<Value>(line) {
+            redact(&mut v);
+            return v.to_string();
+        }
+    }
+    let bytes = line.as_bytes();
+    let mut out = String::with_capacity(line.len());
+    let mut i = 0;
+    let mut copied = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'=' {
+            let start = line[..i]
+                .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.'))
+                .map_or(0, |p| p + 1);
+            if start < i && secret_name(&line[start..i]) {
+                let value_start = i + 1;
+                let value_end = if bytes.get(value_start) == Some(&b'"') {
+                    line[value_start + 1..]
+                        .find('"')
+                        .map_or(bytes.len(), |p| value_start + 1 + p + 1)
+                } else {
+                    line[value_start..]
+                        .find(char::is_whitespace)
+                        .map_or(bytes.len(), |p| value_start + p)
+                };
+                out.push_str(&line[copied..value_start]);
+                out.push_str(REDACTED);
+                copied = value_end;
+                i = value_end;
+                continue;
+            }
+        }
+        i += 1;
+    }
+    out.push_str(&line[copied..]);
+    redact_url_password(&out)
+}
+
+/// The last `lines` lines of a file, each through [`redact_line`].
 pub fn tail(path: &Path, lines: usize) -> std::io::Result<String> {
     let text = std::fs::read(path)?;
     let text = String::from_utf8_lossy(&text);
     let all: Vec<&str> = text.lines().collect();
-    Ok(all[all.len().saturating_sub(lines)..].join("\n") + "\n")
+    let mut out = String::new();
+    for line in &all[all.len().saturating_sub(lines)..] {
+        out.push_str(&redact_line(line));
+        out.push('\n');
+    }
+    Ok(out)
 }
 
 /// `journalctl -u <unit>`'s last lines, or why there are none.
@@ -448,6 +495,16 @@ mod tests {
         }
         assert!(text.contains("redis://:[redacted]@cache:6379/0"));
         assert!(text.contains("\"ok\""));
+        assert_eq!(
+            redact_line(
+                r#"=== starting: SASE_ADMIN_PASSWORD="pw 1" RUST_LOG=info token=abc url=redis://:p@h ==="#
+            ),
+            r#"=== starting: SASE_ADMIN_PASSWORD=[redacted] RUST_LOG=info token=[redacted] url=redis://:[redacted]@h ==="#
+        );
+        assert_eq!(
+            redact_line(r#"{"message":"x","client_secret":"s"}"#),
+            r#"{"client_secret":"[redacted]","message":"x"}"#
+        );
         assert_eq!(
             redact_args(&[
                 "sase-control".into(),
