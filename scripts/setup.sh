@@ -51,4 +51,12 @@ if command -v rustup >/dev/null 2>&1; then
     rustup target add wasm32-unknown-unknown >/dev/null
   fi
 fi
+# cargo-deny (supply-chain checks of the test command): a prebuilt in ~/.cargo/bin is kept;
+# otherwise it is compiled once (about 6 minutes on two cores).
+CARGO_DENY_VERSION=0.20.2
+if ! cargo deny --version >/dev/null 2>&1; then
+  echo "setup: installing cargo-deny $CARGO_DENY_VERSION (compiles for about 6 minutes)"
+  cargo install --locked cargo-deny --version "$CARGO_DENY_VERSION" >/dev/null 2>&1 ||
+    cargo install cargo-deny --version "$CARGO_DENY_VERSION" >/dev/null
+fi
 echo "setup: ok"

@@ -21,6 +21,9 @@ step "format and lints"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 
+step "supply chain: cargo deny check licenses bans sources (about 2 s; advisories need the RustSec database, not reachable here: docs/DEPENDENCIES.md)"
+cargo deny --log-level error check licenses bans sources
+
 step "sase-model builds for wasm32-unknown-unknown"
 cargo build -q -p sase-model --target wasm32-unknown-unknown
 
