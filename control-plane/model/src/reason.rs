@@ -121,6 +121,17 @@ pub enum Reason {
     QuicSniRefused,
     /// A QUIC flow silently discarded by the `drop` mode.
     QuicDropped,
+    /// Control plane: too many failed sign-ins for this account; it is locked for a while
+    /// (the answer carries `Retry-After`), whatever the password.
+    AccountLocked,
+    /// Control plane: too many failed sign-ins from this client address, across accounts.
+    LoginThrottled,
+    /// Control plane: a state-changing request authenticated by the session cookie without a
+    /// matching CSRF token or from another origin.
+    CsrfRefused,
+    /// Control plane: the console session ended (idle timeout, absolute lifetime, sign-out,
+    /// password or MFA change).
+    SessionExpired,
 }
 
 impl Reason {
@@ -174,6 +185,10 @@ impl Reason {
             Reason::QuicBlocked => "quic_blocked",
             Reason::QuicSniRefused => "quic_sni_refused",
             Reason::QuicDropped => "quic_dropped",
+            Reason::AccountLocked => "account_locked",
+            Reason::LoginThrottled => "login_throttled",
+            Reason::CsrfRefused => "csrf_refused",
+            Reason::SessionExpired => "session_expired",
         }
     }
 
@@ -226,6 +241,9 @@ impl Reason {
             // Not HTTP answers (a QUIC flow is refused before any request): the status an
             // HTTP request to the same resource would get for a refusal by policy.
             Reason::QuicBlocked | Reason::QuicSniRefused | Reason::QuicDropped => 403,
+            Reason::AccountLocked | Reason::LoginThrottled => 429,
+            Reason::CsrfRefused => 403,
+            Reason::SessionExpired => 401,
         }
     }
 }
@@ -270,6 +288,10 @@ mod tests {
             Reason::QuicBlocked,
             Reason::QuicSniRefused,
             Reason::QuicDropped,
+            Reason::AccountLocked,
+            Reason::LoginThrottled,
+            Reason::CsrfRefused,
+            Reason::SessionExpired,
         ] {
             let json = serde_json::to_string(&reason).expect("json");
             assert_eq!(json, format!("\"{}\"", reason.as_str()));

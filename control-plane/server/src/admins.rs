@@ -365,6 +365,8 @@ pub async fn reset_mfa(
     let before = AdminView::from(&target);
     state.store.set_totp(&target.id, None, None, None).await?;
     state.store.mfa_clear_failures(&target.id).await?;
+    // Sessions signed in with the old factor end (crate::sessions).
+    crate::sessions::revoke_sessions(&state, &target.id, None).await?;
     let mut after_record = target.clone();
     after_record.totp_secret = None;
     after_record.totp_enabled_at_ms = None;
@@ -437,6 +439,7 @@ fn mfa_invalid(status: StatusCode) -> ApiError {
 pub async fn confirm_mfa(
     State(state): State<SharedState>,
     admin: Admin,
+    headers: axum::http::HeaderMap,
     Json(req): Json<MfaCode>,
 ) -> Result<StatusCode, ApiError> {
     let record = state
@@ -459,6 +462,9 @@ pub async fn confirm_mfa(
         .store
         .set_totp(&admin.id, Some(secret), Some(now), Some(step))
         .await?;
+    // Other sessions were signed in without the new factor: they end (crate::sessions).
+    let keep = crate::sessions::current_credential_hash(&headers);
+    crate::sessions::revoke_sessions(&state, &admin.id, keep.as_deref()).await?;
     admin_audit::record(
         &state,
         &admin,

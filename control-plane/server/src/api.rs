@@ -16,7 +16,7 @@ use sase_model::Policy;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::{self, Admin, API_TOKEN_PREFIX, SESSION_COOKIE, SESSION_TTL_MS};
+use crate::auth::{self, Admin, API_TOKEN_PREFIX, SESSION_COOKIE};
 use crate::error::ApiError;
 use crate::pki::{self, CertAndKey};
 use crate::rbac::{self, Permission, Scope, Target};
@@ -44,6 +44,9 @@ pub struct LoginResponse {
     pub session: String,
     /// When the session ends (Unix ms).
     pub expires_at_ms: i64,
+    /// CSRF token: the console sends it as `X-CSRF-Token` on state-changing calls made with
+    /// the session cookie (also set as the readable `sase_csrf` cookie; see `crate::csrf`).
+    pub csrf_token: String,
 }
 
 /// Request for a new API token.
@@ -190,13 +193,22 @@ fn is_unique_violation(err: &crate::store::StoreError) -> bool {
 
 /// Signs in with a user name and password.
 #[utoipa::path(post, path = "/api/login", request_body = LoginRequest,
-    responses((status = 200, body = LoginResponse), (status = 401, body = crate::error::ErrorBody)))]
+    responses((status = 200, body = LoginResponse), (status = 401, body = crate::error::ErrorBody),
+        (status = 403, body = crate::error::ErrorBody), (status = 429, body = crate::error::ErrorBody)))]
 pub async fn login(
     State(state): State<SharedState>,
+    conn: Option<axum::Extension<crate::tls::ConnInfo>>,
     Json(req): Json<LoginRequest>,
 ) -> Result<Response, ApiError> {
     if req.username.len() > 200 || req.password.len() > 1024 {
         return Err(ApiError::unauthorized("wrong user name or password"));
+    }
+    // Throttling and lockout (crate::login_throttle): refused before the password is looked at.
+    let address = conn.map(|c| c.0.peer.ip());
+    if let Err(refusal) =
+        crate::login_throttle::before_sign_in(&state, &req.username, address, now_ms()).await
+    {
+        return Ok(refusal);
     }
     let found = state.store.admin_by_username(&req.username).await?;
     // Verify against a fixed hash for unknown users too, so timing does not reveal names.
@@ -210,11 +222,21 @@ pub async fn login(
         .map_err(ApiError::internal)?;
     if !ok || found.is_none() {
         tracing::info!(username = %req.username, "failed sign-in");
+        let mut known = None;
         if found.is_some() {
             if let Some(record) = state.store.admin(&admin_id).await? {
                 crate::admin_audit::record_failed_sign_in(&state, &record, "wrong_password").await;
+                known = Some(record);
             }
         }
+        crate::login_throttle::after_failed_sign_in(
+            &state,
+            &req.username,
+            known.as_ref(),
+            address,
+            now_ms(),
+        )
+        .await;
         return Err(ApiError::unauthorized("wrong user name or password"));
     }
     let record = state
@@ -226,9 +248,11 @@ pub async fn login(
         crate::admin_audit::record_failed_sign_in(&state, &record, err.code()).await;
         return Err(err);
     }
+    crate::login_throttle::after_sign_in(&state, &req.username).await;
     let session = auth::random_secret(32);
     let now = now_ms();
-    let expires_at_ms = now + SESSION_TTL_MS;
+    let session_ms = crate::sessions::settings().absolute_ms;
+    let expires_at_ms = now + session_ms;
     state
         .store
         .insert_credential(
@@ -261,14 +285,24 @@ pub async fn login(
     .await?;
     let cookie = format!(
         "{SESSION_COOKIE}={session}; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age={}",
-        SESSION_TTL_MS / 1000
+        session_ms / 1000
     );
+    let csrf_cookie = crate::csrf::cookie_for(&session, session_ms / 1000);
     let body = LoginResponse {
         username: req.username,
+        csrf_token: crate::csrf::token_for(&session),
         session,
         expires_at_ms,
     };
-    Ok(([(header::SET_COOKIE, cookie)], Json(body)).into_response())
+    // AppendHeaders: both cookies (an array of pairs would replace the first by the second).
+    Ok((
+        axum::response::AppendHeaders([
+            (header::SET_COOKIE, cookie),
+            (header::SET_COOKIE, csrf_cookie),
+        ]),
+        Json(body),
+    )
+        .into_response())
 }
 
 /// Ends the current session.
@@ -300,7 +334,18 @@ pub async fn logout(
             .await?;
     }
     let clear = format!("{SESSION_COOKIE}=; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age=0");
-    Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, clear)]).into_response())
+    let clear_csrf = format!(
+        "{}=; Secure; SameSite=Strict; Path=/; Max-Age=0",
+        crate::csrf::CSRF_COOKIE
+    );
+    Ok((
+        StatusCode::NO_CONTENT,
+        axum::response::AppendHeaders([
+            (header::SET_COOKIE, clear),
+            (header::SET_COOKIE, clear_csrf),
+        ]),
+    )
+        .into_response())
 }
 
 /// Creates an API token for the signed-in admin.

@@ -25,7 +25,7 @@ use crate::store::{AdminRecord, CredentialRecord, DEFAULT_MSP};
 pub const SESSION_COOKIE: &str = "sase_session";
 /// Prefix of API tokens, so they are recognisable in logs and secret scanners.
 pub const API_TOKEN_PREFIX: &str = "sase_";
-/// Lifetime of a console session.
+/// Default lifetime of a console session (the configured one is `sessions::settings()`).
 pub const SESSION_TTL_MS: i64 = 12 * 3600 * 1000;
 
 /// Hashes a password with argon2id (default parameters, random salt).
@@ -121,12 +121,20 @@ impl FromRequestParts<SharedState> for Principal {
         if secret.len() > 256 {
             return Err(ApiError::unauthorized("credential is not valid"));
         }
+        let hash = secret_hash(&secret);
         let record = state
             .store
-            .credential_record(&secret_hash(&secret))
+            .credential_record(&hash)
             .await?
             .ok_or_else(|| ApiError::unauthorized("credential is not valid or has expired"))?;
-        principal_from(record, now_ms())
+        let now = now_ms();
+        let is_session = record.kind == "session";
+        let principal = principal_from(record, now)?;
+        if is_session {
+            // Idle timeout and absolute lifetime (crate::sessions).
+            crate::sessions::check_session(state, &hash, now).await?;
+        }
+        Ok(principal)
     }
 }
 

@@ -34,6 +34,7 @@ use utoipa::OpenApi;
         crate::admins::me,
         crate::admins::enrol_mfa,
         crate::admins::confirm_mfa,
+        crate::sessions::change_password,
         crate::admins::list_admins,
         crate::admins::create_admin,
         crate::admins::disable_admin,

@@ -38,7 +38,7 @@ pub struct DeviceCertVerifier {
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(crate::tls_reload::modern_provider())
 }
 
 fn build_verifier(ca_pems: &[String]) -> anyhow::Result<Arc<dyn ClientCertVerifier>> {
@@ -190,7 +190,8 @@ pub fn load_or_create_server_identity(
     Ok((chain, key))
 }
 
-/// Builds the rustls server configuration (TLS 1.2+ with rustls' safe defaults, HTTP/1.1).
+/// Builds the rustls server configuration with a fixed certificate (TLS 1.3 and 1.2, modern
+/// suites: `crate::tls_reload`, whose `server_config` reloads the certificate; HTTP/1.1).
 ///
 /// # Errors
 /// When the certificate and key do not match.
@@ -200,7 +201,7 @@ pub fn server_config(
     verifier: Arc<DeviceCertVerifier>,
 ) -> anyhow::Result<rustls::ServerConfig> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
+        .with_protocol_versions(crate::tls_reload::PROTOCOLS)?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];

@@ -381,6 +381,11 @@ fn message(reason: Reason) -> &'static str {
         Reason::QuicBlocked => "QUIC is blocked here; use HTTPS over TCP",
         Reason::QuicSniRefused => "QUIC to this server name is not allowed",
         Reason::QuicDropped => "QUIC is dropped here",
+        // Control-plane refusals: never answered by the edge.
+        Reason::AccountLocked => "too many failed sign-ins for this account; try again later",
+        Reason::LoginThrottled => "too many failed sign-ins; try again later",
+        Reason::CsrfRefused => "the request lacks a valid CSRF token or comes from another origin",
+        Reason::SessionExpired => "the session has ended; sign in again",
     }
 }
 
