@@ -133,7 +133,7 @@ pub async fn encode(state: &SharedState) -> String {
     let info = Family::<[(&'static str, &'static str); 1], Gauge>::default();
     info.get_or_create(&[("version", env!("CARGO_PKG_VERSION"))])
         .set(1);
-    registry.register("build", "The running build (always 1)", info);
+    registry.register("build_info", "The running build (always 1)", info);
     let mut out = String::with_capacity(8192);
     // Writing into a String does not fail.
     let _ = prometheus_client::encoding::text::encode(&mut out, &registry);

@@ -219,7 +219,7 @@ pub fn encode(snapshot: &Snapshot) -> String {
     let info = Family::<[(&'static str, &'static str); 1], Gauge>::default();
     info.get_or_create(&[("version", env!("CARGO_PKG_VERSION"))])
         .set(1);
-    registry.register("build", "The running build (always 1)", info);
+    registry.register("build_info", "The running build (always 1)", info);
     let mut out = String::with_capacity(8192);
     // Writing into a String does not fail.
     let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
@@ -256,6 +256,7 @@ mod tests {
         assert!(text.contains("sase_edge_audit_upload_lag_seconds 1.5"));
         assert!(text.contains("sase_edge_tunnel_peers 0"));
         assert!(text.contains("sase_edge_tunnel_rx_bytes_total 0"));
+        assert!(text.contains("sase_edge_build_info{version=\""));
         assert!(text.ends_with("# EOF\n"));
     }
 }
