@@ -248,7 +248,7 @@ pub fn admin_action_class(
     const APP: (u32, &str) = (6, "Application Activity");
     let account = |id, name| (3001, "Account Change", IAM.0, IAM.1, id, name);
     match action {
-        "admin.sign_in" | "admin.sign_in_failed" => {
+        "admin.sign_in" | "admin.sign_in_failed" | "admin.sign_in_throttled" | "admin.lockout" => {
             (3002, "Authentication", IAM.0, IAM.1, 1, "Logon")
         }
         "admin.create" => account(1, "Create"),
@@ -280,7 +280,10 @@ pub fn admin_action_class(
 pub fn admin_action_to_ocsf(a: &AdminActionRef<'_>) -> Value {
     let (class_uid, class_name, category_uid, category_name, activity_id, activity_name) =
         admin_action_class(a.action);
-    let failed = a.action == "admin.sign_in_failed";
+    let failed = matches!(
+        a.action,
+        "admin.sign_in_failed" | "admin.sign_in_throttled" | "admin.lockout" | "admin.csrf_refused"
+    );
     json!({
         "class_uid": class_uid,
         "class_name": class_name,
@@ -431,6 +434,17 @@ mod tests {
         let failed = admin_action_to_ocsf(&a("admin.sign_in_failed"));
         assert_eq!(failed["class_uid"], 3002);
         assert_eq!(failed["status"], "Failure");
+        for throttled in ["admin.lockout", "admin.sign_in_throttled"] {
+            let o = admin_action_to_ocsf(&a(throttled));
+            assert_eq!(
+                (o["class_uid"].clone(), o["status"].clone()),
+                (json!(3002), json!("Failure"))
+            );
+        }
+        assert_eq!(
+            admin_action_to_ocsf(&a("admin.csrf_refused"))["status"],
+            "Failure"
+        );
         assert_eq!(
             admin_action_to_ocsf(&a("policy.update"))["type_uid"],
             600303
