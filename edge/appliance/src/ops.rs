@@ -29,14 +29,16 @@ pub fn mark_listeners_up() {
     LISTENERS_UP.store(true, Ordering::Release);
 }
 
-/// Reads what a scrape or a readiness probe reports from the running edge.
-pub async fn snapshot(edge: &Arc<Edge>) -> Snapshot {
+/// Reads what a scrape or a readiness probe reports from the running edge. `with_lag` also
+/// reads the oldest unacknowledged event from the spool (a segment read: scrapes only, not the
+/// frequent readiness probes).
+pub async fn snapshot(edge: &Arc<Edge>, with_lag: bool) -> Snapshot {
     let policy = edge.policy.snapshot();
     let spool = edge.spool.clone();
     let (depth, lag) = tokio::task::spawn_blocking(move || {
         let pending = spool.pending();
-        if pending == 0 {
-            return (0, 0.0);
+        if pending == 0 || !with_lag {
+            return (pending, 0.0);
         }
         let acked = spool.head_seq().saturating_sub(pending);
         let oldest = spool
@@ -87,7 +89,7 @@ pub async fn answer(edge: &Arc<Edge>, method: &hyper::Method, path: &str) -> Res
         "/metrics" => text(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            metrics::encode(&snapshot(edge).await),
+            metrics::encode(&snapshot(edge, true).await),
         ),
         "/healthz" => text(
             StatusCode::OK,
@@ -95,7 +97,7 @@ pub async fn answer(edge: &Arc<Edge>, method: &hyper::Method, path: &str) -> Res
             serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}).to_string(),
         ),
         "/readyz" => {
-            let s = snapshot(edge).await;
+            let s = snapshot(edge, false).await;
             let ready = s.policy_applied && s.listeners_up;
             let body = serde_json::json!({
                 "ready": ready,
