@@ -12,7 +12,8 @@
 //! `waf_blocks_total`, `waf_queue_depth`, `audit_spool_depth`,
 //! `audit_upload_lag_seconds`, `policy_version`, `policy_applied`, `listeners_up`,
 //! `tunnel_peers`, `tunnel_rx_bytes_total`, `tunnel_tx_bytes_total`,
-//! `tunnel_handshakes_total` (0: the edge has no tunnel shell yet), `build_info{version}`.
+//! `tunnel_handshakes_total` (fed by the tunnel shell through [`tunnel_peers`],
+//! [`tunnel_bytes`], [`tunnel_handshake`]; 0 until it calls them), `build_info{version}`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, OnceLock};
@@ -60,6 +61,37 @@ pub fn request(reason: Reason, waf_blocked: bool) {
     if waf_blocked {
         HOT.waf_blocks.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// ZTNA tunnel counters, fed by the tunnel shell (`tunnel_*` series; 0 until it calls these).
+struct TunnelCounters {
+    peers: AtomicU64,
+    rx_bytes: AtomicU64,
+    tx_bytes: AtomicU64,
+    handshakes: AtomicU64,
+}
+
+static TUNNEL: TunnelCounters = TunnelCounters {
+    peers: AtomicU64::new(0),
+    rx_bytes: AtomicU64::new(0),
+    tx_bytes: AtomicU64::new(0),
+    handshakes: AtomicU64::new(0),
+};
+
+/// The number of tunnel peers with a live session.
+pub fn tunnel_peers(n: u64) {
+    TUNNEL.peers.store(n, Ordering::Relaxed);
+}
+
+/// Bytes received from and sent to tunnel peers (UDP payloads).
+pub fn tunnel_bytes(rx: u64, tx: u64) {
+    TUNNEL.rx_bytes.fetch_add(rx, Ordering::Relaxed);
+    TUNNEL.tx_bytes.fetch_add(tx, Ordering::Relaxed);
+}
+
+/// One completed WireGuard handshake.
+pub fn tunnel_handshake() {
+    TUNNEL.handshakes.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Records how long one WAF inspection took (request or response phases).
@@ -186,35 +218,35 @@ pub fn encode(snapshot: &Snapshot) -> String {
         None,
         u64::from(snapshot.listeners_up),
     );
-    // The tunnel core (sase-tunnel) is not wired into the edge yet: the series exist (so that
-    // dashboards and alerts can be written now) and read 0.
+    // Fed by the tunnel shell through `tunnel_*` above; they read 0 until it calls them (the
+    // series exist so that dashboards and alerts can be written now).
     gauge_u(
         &mut registry,
         "tunnel_peers",
-        "ZTNA tunnel peers with a live session (0 until the tunnel shell runs in the edge)",
+        "ZTNA tunnel peers with a live session",
         None,
-        0,
+        TUNNEL.peers.load(Ordering::Relaxed),
     );
     counter(
         &mut registry,
         "tunnel_rx",
         "Bytes received through ZTNA tunnels",
         Some(Unit::Bytes),
-        0,
+        TUNNEL.rx_bytes.load(Ordering::Relaxed),
     );
     counter(
         &mut registry,
         "tunnel_tx",
         "Bytes sent through ZTNA tunnels",
         Some(Unit::Bytes),
-        0,
+        TUNNEL.tx_bytes.load(Ordering::Relaxed),
     );
     counter(
         &mut registry,
         "tunnel_handshakes",
         "Completed WireGuard handshakes",
         None,
-        0,
+        TUNNEL.handshakes.load(Ordering::Relaxed),
     );
     let info = Family::<[(&'static str, &'static str); 1], Gauge>::default();
     info.get_or_create(&[("version", env!("CARGO_PKG_VERSION"))])
