@@ -303,4 +303,41 @@ mod tests {
         assert!(restarted.load_from_disk().is_err());
         assert!(restarted.snapshot().is_none());
     }
+    #[test]
+    fn signing_key_rollover_survives_a_restart_and_retires_the_old_key() {
+        use sase_model::signing_keys::KeyEndorsement;
+        let old = SigningKey::from_bytes(&[7; 32]);
+        let new = SigningKey::from_bytes(&[9; 32]);
+        let (holder, path) = holder("rollover", &old);
+        holder.apply(&bundle(1, &old)).expect("old key");
+        // A forged endorsement (signed by an untrusted key) changes nothing.
+        let forged = KeyEndorsement::sign(&new, &new.verifying_key(), 1);
+        assert_eq!(holder.accept_endorsements(&[forged]), Ok(0));
+        assert!(holder.apply(&bundle(2, &new)).is_err());
+        let endorsement = KeyEndorsement::sign(&old, &new.verifying_key(), 1);
+        assert_eq!(
+            holder.accept_endorsements(std::slice::from_ref(&endorsement)),
+            Ok(1)
+        );
+        // Overlap, across a restart: both keys verify.
+        let restarted = PolicyHolder::new(old.verifying_key(), "t".into(), path.clone());
+        assert_eq!(restarted.trusted_keys().len(), 2);
+        assert_eq!(restarted.load_from_disk(), Ok(Some(1)));
+        assert_eq!(
+            restarted.apply(&bundle(2, &old)),
+            Ok(ApplyOutcome::Applied(2))
+        );
+        assert_eq!(
+            restarted.apply(&bundle(3, &new)),
+            Ok(ApplyOutcome::Applied(3))
+        );
+        // Retired: the old key is refused, also after another restart.
+        assert_eq!(restarted.trusted_keys().len(), 1);
+        assert!(restarted.apply(&bundle(4, &old)).is_err());
+        let again = PolicyHolder::new(old.verifying_key(), "t".into(), path);
+        assert_eq!(again.load_from_disk(), Ok(Some(3)));
+        assert!(again.apply(&bundle(5, &old)).is_err());
+        assert_eq!(again.accept_endorsements(&[endorsement]), Ok(0));
+        assert_eq!(again.apply(&bundle(5, &new)), Ok(ApplyOutcome::Applied(5)));
+    }
 }
