@@ -127,4 +127,7 @@ tests/e2e/backup-restore.sh
 step "policy signing-key rotation with overlap: announce, activate, the edge retires the old key and refuses bundles signed with it (expects key_rotation failed=0; a few seconds once built)"
 tests/e2e/key-rotation.sh
 
+step "control-plane hardening: sign-in throttling and lockout, CSRF, security headers, session revocation, TLS versions and suites, certificate reload (expects hardening failed=0; about 5 s once built)"
+tests/security/hardening.sh control-plane
+
 printf '\n=== all checks passed in %ss\n' "$((SECONDS - STARTED))"

@@ -89,6 +89,7 @@ fn classify(method: &str, path: &str) -> Option<(Scoping, Option<&'static str>, 
         ("POST", "/api/logout") => (Own, None, false),
         ("GET", "/api/me") => (Own, None, true),
         ("POST", "/api/me/mfa") => (Own, None, false),
+        ("POST", "/api/me/password") => (Own, None, false),
         ("POST", "/api/me/mfa/confirm") => (Own, None, false),
         ("POST", "/api/tokens") => (Filtered, Some("tokens.create"), true),
         ("GET", "/api/tenants") => (Filtered, Some("tenants.read"), true),
@@ -494,6 +495,11 @@ async fn main() -> Result<()> {
                         "username": format!("iso-new-{n}"), "password": PASSWORD,
                         "role": "customer_auditor", "tenant_id": ids["{tenant_id}"]})),
                     ("POST", "/api/me/mfa/confirm") => Some(json!({"code": "000000"})),
+                    // Too short a new password: refused before the current one is checked (a
+                    // wrong current password would count as a failed sign-in).
+                    ("POST", "/api/me/password") => {
+                        Some(json!({"current_password": "x", "new_password": "short"}))
+                    }
                     // Valid bodies, so that lower roles meet the permission check, not the
                     // body parser.
                     ("POST", "/api/tenants/{tenant_id}/siem/sinks") => Some(json!({
