@@ -30,6 +30,10 @@ pub struct Policy {
     /// (absent: no UDP listener, `Alt-Svc` untouched).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quic: Option<crate::quic::QuicPolicy>,
+    /// ZTNA tunnel peers (WireGuard keys bound to identities, tunnel addresses, packet rules);
+    /// see [`crate::tunnel`] (absent: no peer may connect).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<crate::tunnel::TunnelPolicy>,
 }
 
 /// A group of identities, by subject (`sub` claim). Tokens may also carry group names in a
@@ -837,6 +841,7 @@ impl Policy {
 
         crate::limits::check(self, &mut push);
         crate::quic::check(self, &mut push);
+        crate::tunnel::check(self, &mut push);
 
         if errors.is_empty() {
             Ok(())

@@ -300,6 +300,108 @@ impl FromStr for TunnelAclRule {
     }
 }
 
+/// Most peers one policy may list (each becomes a boringtun session on every edge).
+pub const MAX_TUNNEL_PEERS: usize = 10_000;
+/// Most rules one peer may carry.
+pub const MAX_RULES_PER_PEER: usize = 256;
+
+/// The `tunnel` block of a policy: the WireGuard peers the edges accept and what each may
+/// reach. An edge runs its tunnel listener only when it is started with `--tunnel-listen`; a
+/// peer missing from the block (or a policy without one) has no tunnel at all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TunnelPolicy {
+    /// The peers, each bound to one identity.
+    #[serde(default)]
+    pub peers: Vec<TunnelPeer>,
+}
+
+/// One tunnel peer: a device key bound to an identity, its tunnel address and its rules.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TunnelPeer {
+    /// The identity the peer stands for (user or device name; audit events carry it).
+    pub name: String,
+    /// The peer's WireGuard public key (X25519, standard base64 as `wg` prints it).
+    pub public_key: String,
+    /// The one inner source address the peer may use (its assigned tunnel address).
+    pub address: IpAddr,
+    /// What the identity may reach through the tunnel (default deny).
+    #[serde(default)]
+    pub rules: Vec<TunnelAclRule>,
+    /// Keepalive interval in seconds that the edge sends (none by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_keepalive: Option<u16>,
+}
+
+impl TunnelPeer {
+    /// The public key's 32 bytes, or `None` when it is not base64 of 32 bytes (refused by
+    /// [`check`], so a validated policy always yields `Some`).
+    pub fn public_key_bytes(&self) -> Option<[u8; 32]> {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(self.public_key.trim())
+            .ok()?;
+        bytes.try_into().ok()
+    }
+}
+
+/// Semantic checks of the `tunnel` block, reported with field paths.
+pub fn check(policy: &crate::policy::Policy, push: &mut dyn FnMut(String, &str)) {
+    let Some(tunnel) = &policy.tunnel else {
+        return;
+    };
+    if tunnel.peers.len() > MAX_TUNNEL_PEERS {
+        push("tunnel.peers".into(), "at most 10000 peers");
+    }
+    let mut names = std::collections::BTreeSet::new();
+    let mut keys = std::collections::BTreeSet::new();
+    let mut addresses = std::collections::BTreeSet::new();
+    for (i, peer) in tunnel.peers.iter().enumerate() {
+        let at = format!("tunnel.peers[{i}]");
+        if peer.name.trim().is_empty()
+            || peer.name.len() > 128
+            || peer.name.chars().any(char::is_control)
+        {
+            push(
+                format!("{at}.name"),
+                "names are 1-128 characters, no control characters",
+            );
+        } else if !names.insert(peer.name.as_str()) {
+            push(format!("{at}.name"), "another peer has this name");
+        }
+        match peer.public_key_bytes() {
+            None => push(
+                format!("{at}.public_key"),
+                "expected a WireGuard public key: base64 of 32 bytes",
+            ),
+            Some(k) => {
+                if !keys.insert(k) {
+                    push(format!("{at}.public_key"), "another peer has this key");
+                }
+            }
+        }
+        let addr = peer.address;
+        if addr.is_unspecified() || addr.is_loopback() || addr.is_multicast() {
+            push(
+                format!("{at}.address"),
+                "a tunnel address must be a unicast, non-loopback address",
+            );
+        } else if !addresses.insert(addr) {
+            push(format!("{at}.address"), "another peer has this address");
+        }
+        if peer.rules.len() > MAX_RULES_PER_PEER {
+            push(format!("{at}.rules"), "at most 256 rules per peer");
+        }
+        if peer.persistent_keepalive == Some(0) {
+            push(
+                format!("{at}.persistent_keepalive"),
+                "1-65535 seconds, or leave it out",
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,6 +441,37 @@ mod tests {
         assert_eq!(r.protocol, TunnelProtocol::Udp);
         assert!("icmp:10.0.0.0/8:1".parse::<TunnelAclRule>().is_err());
         assert!("sctp:10.0.0.0/8".parse::<TunnelAclRule>().is_err());
+    }
+
+    #[test]
+    fn tunnel_block_is_validated_with_field_paths() {
+        let key = "YUjJBhJJSc1XDWciyNQ9L+vBT6afvbvdV7tYPQ+2Tw0=";
+        let ok = format!(
+            r#"{{"tunnel":{{"peers":[{{"name":"alice","public_key":"{key}","address":"100.96.0.2",
+            "rules":[{{"destination":"10.0.0.0/8","protocol":"tcp","ports":"443"}}]}}]}}}}"#
+        );
+        let policy = crate::policy::Policy::parse_json(&ok).expect("valid");
+        let peers = policy.tunnel.expect("tunnel").peers;
+        assert_eq!(peers[0].public_key_bytes().map(|k| k.len()), Some(32));
+        let bad = format!(
+            r#"{{"tunnel":{{"peers":[{{"name":"a","public_key":"{key}","address":"100.96.0.2"}},
+            {{"name":"a","public_key":"{key}","address":"100.96.0.2"}},
+            {{"name":"c","public_key":"short","address":"127.0.0.1","persistent_keepalive":0}}]}}}}"#
+        );
+        let errors = crate::policy::Policy::parse_json(&bad).expect_err("invalid").0;
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        for p in [
+            "tunnel.peers[1].name",
+            "tunnel.peers[1].public_key",
+            "tunnel.peers[1].address",
+            "tunnel.peers[2].public_key",
+            "tunnel.peers[2].address",
+            "tunnel.peers[2].persistent_keepalive",
+        ] {
+            assert!(paths.contains(&p), "{p} missing from {paths:?}");
+        }
+        let unknown = r#"{"tunnel":{"peers":[],"extra":1}}"#;
+        assert!(crate::policy::Policy::parse_json(unknown).is_err());
     }
 
     #[test]

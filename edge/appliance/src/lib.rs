@@ -15,6 +15,8 @@
 //! * [`quic`] — HTTP/3 termination (`inspect`), `block`/`drop` of the published UDP port,
 //!   `Alt-Svc`, QUIC audit events; [`quic_relay`] — the `sni_filter` relay.
 //! * [`update`] — firmware updates of the appliance image (A/B slots, trial boots, rollback).
+//! * [`tunnel`] — the ZTNA tunnel shell: UDP listener and TUN device around `sase-tunnel`,
+//!   peers from the policy in force.
 //! * [`revocation`] — revoked subjects and sessions (CAEP), persisted, checked per request.
 //! * [`inventory`] — request counts by endpoint, reported for the API inventory (API9).
 //! * [`translate`] — token translation (internal ES256 tokens, their JWK set) and upstream
@@ -51,5 +53,6 @@ pub mod revocation;
 pub mod spool;
 pub mod tls_reload;
 pub mod translate;
+pub mod tunnel;
 pub mod update;
 pub mod waf;

@@ -100,6 +100,9 @@ enum Command {
         /// Local ops listener: `/metrics`, `/healthz`, `/readyz` (keep it on loopback).
         #[arg(long = "metrics-listen", env = "SASE_EDGE_METRICS_LISTEN", default_value = sase_edge::ops::DEFAULT_LISTEN)]
         metrics_listen: SocketAddr,
+        /// The ZTNA tunnel listener (off unless --tunnel-listen is given).
+        #[command(flatten)]
+        tunnel: Box<sase_edge::tunnel::TunnelArgs>,
     },
     /// Write a support bundle (.tar.gz): versions, redacted config, policy version, spool
     /// state, metrics and recent logs.
@@ -191,6 +194,7 @@ async fn main() -> anyhow::Result<()> {
             max_connections,
             spool,
             metrics_listen,
+            tunnel,
         } => {
             if http_listen.is_none() && https_listen.is_none() {
                 bail!("give at least one of --http-listen or --https-listen");
@@ -211,6 +215,7 @@ async fn main() -> anyhow::Result<()> {
                 ),
                 spool.bound(),
                 metrics_listen,
+                *tunnel,
             )
             .await
         }
@@ -230,6 +235,7 @@ async fn run(
     limiter: sase_edge::ratelimit::EdgeLimiter,
     spool_bound: sase_edge::spool::SpoolBound,
     metrics_listen: SocketAddr,
+    tunnel: sase_edge::tunnel::TunnelArgs,
 ) -> anyhow::Result<()> {
     // Modes of the data dir and key files: tightened and reported, never silently (perms.rs).
     let extra_keys: Vec<PathBuf> = tls_files.iter().map(|(_, k)| k.clone()).collect();
@@ -269,6 +275,8 @@ async fn run(
         }
     }
     let channel_tls = identity::channel_tls_config(&dir)?;
+    // The ZTNA tunnel (UDP + TUN), following the policy's peers; held until shutdown.
+    let _tunnel = sase_edge::tunnel::start(&tunnel, dir.root(), &policy)?;
     let batch_signer = Arc::new(identity::BatchSigner::load(&dir)?);
     let upstream = reqwest::Client::builder()
         .pool_idle_timeout(Duration::from_secs(60))

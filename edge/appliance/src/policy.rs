@@ -29,6 +29,8 @@ pub struct ActivePolicy {
     pub waf: PolicyWaf,
     /// The QUIC modes of the policy (published UDP port, `Alt-Svc`, SNI relay).
     pub quic: crate::quic::QuicPlan,
+    /// The tunnel peers of the policy (read by the tunnel shell, `crate::tunnel`).
+    pub tunnel: Option<Arc<sase_model::tunnel::TunnelPolicy>>,
     /// Rate limits, flow limits, size limits and timeouts of each route.
     pub limits: Arc<sase_gateway::ratelimit::CompiledLimits>,
     /// Bundle version.
@@ -154,6 +156,7 @@ impl PolicyHolder {
             compiled,
             waf,
             quic: crate::quic::QuicPlan::compile(&payload.policy),
+            tunnel: payload.policy.tunnel.clone().map(Arc::new),
             limits: crate::ratelimit::compile(&payload.policy),
             version,
             digest,
