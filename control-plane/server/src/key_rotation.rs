@@ -9,6 +9,7 @@
 //! 2. `POST /api/signing-keys/activate` — the next key becomes the current one and every
 //!    tenant's latest policy is published again as a new version signed with it. An edge that
 //!    applies such a bundle retires the old key and refuses bundles signed with it from then on.
+//!    Refused (409) while a tenant has a canary rollout in progress.
 //!
 //! `GET /api/signing-keys` shows the key ids. Settings: `policy_signing_key` (the first key,
 //! which also signs the audit checkpoints and retention records — their offline verification
@@ -293,6 +294,22 @@ pub async fn activate(
     let Some(next) = state.policy_keys.read().next.clone() else {
         return Err(ApiError::conflict("no next signing key is announced"));
     };
+    // Republishing a tenant in the middle of a canary rollout would hand the canary version to
+    // every edge: such a rollout must end first.
+    let tenants = state.store.tenants().await?;
+    let canary: Option<String> =
+        sqlx::query("SELECT tenant_id FROM policy_rollouts WHERE status = 'canary' LIMIT 1")
+            .fetch_optional(state.store.pool())
+            .await
+            .map_err(StoreError::from)?
+            .map(|row| sqlx::Row::try_get(&row, "tenant_id"))
+            .transpose()
+            .map_err(StoreError::from)?;
+    if let Some(tenant) = canary {
+        return Err(ApiError::conflict(format!(
+            "tenant {tenant} has a rollout in progress; promote or roll it back first"
+        )));
+    }
     state
         .store
         .set_secret_setting(ACTIVE, Some(&seed_b64(&next)))
@@ -304,7 +321,7 @@ pub async fn activate(
         keys.next = None;
     }
     let mut republished = Vec::new();
-    for tenant in state.store.tenants().await? {
+    for tenant in tenants {
         let Some(latest) = state.store.latest_policy(&tenant.id).await? else {
             continue;
         };
