@@ -105,11 +105,7 @@ pub async fn load(store: &Store) -> StoreResult<(SigningKey, PolicyKeys)> {
         .await?
         .map(|t| key_from_b64(NEXT, &t))
         .transpose()?;
-    let endorsements = match store.setting(ENDORSEMENTS).await? {
-        Some(json) => serde_json::from_str(&json)
-            .map_err(|e| StoreError::Corrupt(format!("{ENDORSEMENTS}: {e}")))?,
-        None => Vec::new(),
-    };
+    let endorsements = stored_endorsements(store).await?;
     Ok((
         first,
         PolicyKeys {
@@ -120,6 +116,57 @@ pub async fn load(store: &Store) -> StoreResult<(SigningKey, PolicyKeys)> {
             }),
         },
     ))
+}
+
+async fn stored_endorsements(store: &Store) -> StoreResult<Vec<KeyEndorsement>> {
+    match store.setting(ENDORSEMENTS).await? {
+        Some(json) => serde_json::from_str(&json)
+            .map_err(|e| StoreError::Corrupt(format!("{ENDORSEMENTS}: {e}"))),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// Re-reads the rotation state another replica may have changed. Returns the endorsements when
+/// they changed (to be sent to the edges connected here), `None` otherwise.
+///
+/// # Errors
+/// Database failure or a stored key that does not open.
+pub async fn refresh(store: &Store, keys: &PolicyKeys) -> StoreResult<Option<Vec<KeyEndorsement>>> {
+    let (_, fresh) = load(store).await?;
+    let fresh = fresh
+        .inner
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut held = keys.write();
+    let changed = held.endorsements != fresh.endorsements;
+    if held.current.to_bytes() != fresh.current.to_bytes() {
+        tracing::info!(current = %key_id(&fresh.current.verifying_key()), "policy signing key changed by another replica");
+    }
+    *held = fresh;
+    Ok(changed.then(|| held.endorsements.clone()))
+}
+
+/// Replicas on PostgreSQL: every `period`, picks up a rotation made on another replica and
+/// sends new endorsements to the edges connected here (this replica's signing follows).
+pub async fn run_refresh(state: SharedState, period: std::time::Duration) {
+    if state.store.backend() != crate::store::Backend::Postgres {
+        return;
+    }
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match refresh(&state.store, &state.policy_keys).await {
+            Ok(Some(endorsements)) if !endorsements.is_empty() => {
+                let message = ControlMessage::SigningKeys { endorsements };
+                for device in state.hub.connected() {
+                    state.hub.send_to(&device, &message);
+                }
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!(%err, "cannot re-read the policy signing keys"),
+        }
+    }
 }
 
 impl PolicyKeys {
@@ -362,4 +409,57 @@ async fn set_public_setting(store: &Store, key: &str, value: &str) -> StoreResul
     .execute(store.pool())
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_replica_picks_up_a_rotation_made_by_another() {
+        let dir = std::env::temp_dir().join(format!("sase-keyrot-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let url = format!("sqlite://{}?mode=rwc", dir.join("control.db").display());
+        let sealer = std::sync::Arc::new(crate::secrets::Sealer::new(&[4u8; 32]));
+        let a = Store::connect(&url)
+            .await
+            .expect("a")
+            .with_sealer(sealer.clone());
+        let b = Store::connect(&url).await.expect("b").with_sealer(sealer);
+        let (first_a, keys_a) = load(&a).await.expect("load a");
+        let (first_b, keys_b) = load(&b).await.expect("load b");
+        assert_eq!(
+            first_a.to_bytes(),
+            first_b.to_bytes(),
+            "one key for all replicas"
+        );
+        assert_eq!(refresh(&b, &keys_b).await.expect("refresh"), None);
+        // Replica A announces and activates (as the handlers do, without the HTTP layer).
+        let next = random_key();
+        let e = KeyEndorsement::sign(&keys_a.current(), &next.verifying_key(), 1);
+        a.set_secret_setting(NEXT, Some(&seed_b64(&next)))
+            .await
+            .expect("next");
+        set_public_setting(
+            &a,
+            ENDORSEMENTS,
+            &serde_json::to_string(&vec![e.clone()]).expect("json"),
+        )
+        .await
+        .expect("endorsements");
+        let sent = refresh(&b, &keys_b).await.expect("refresh");
+        assert_eq!(sent, Some(vec![e]));
+        assert_eq!(
+            keys_b.status().next_key_id,
+            Some(key_id(&next.verifying_key()))
+        );
+        a.set_secret_setting(ACTIVE, Some(&seed_b64(&next)))
+            .await
+            .expect("active");
+        a.set_secret_setting(NEXT, None).await.expect("clear");
+        assert_eq!(refresh(&b, &keys_b).await.expect("refresh"), None);
+        assert_eq!(keys_b.current().to_bytes(), next.to_bytes());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

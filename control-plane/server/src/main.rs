@@ -320,6 +320,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         state.clone(),
         database_url.clone(),
     ));
+    tokio::spawn(sase_control::key_rotation::run_refresh(
+        state.clone(),
+        std::time::Duration::from_secs(5),
+    ));
     tokio::spawn(sase_control::fleet_health::run_watch(
         state.clone(),
         std::time::Duration::from_secs(30),
