@@ -66,6 +66,7 @@ async fn main() -> Result<()> {
         &[
             ("SASE_LOGIN_ADDRESS_FAILURES", budget.as_str()),
             ("SASE_TLS_RELOAD_SECS", "1"),
+            ("SASE_METRICS_LISTEN", "127.0.0.1:0"),
         ],
     )
     .await?;
@@ -75,7 +76,30 @@ async fn main() -> Result<()> {
     sessions(&cp, &mut t).await?;
     tls_versions(&cp, &mut t)?;
     cert_reload(&cp, &args.work_dir, &mut t).await?;
-    brute_force(&cp, &mut t).await?;
+    // On PostgreSQL a second replica on the same database must see the same lock.
+    let secrets_key = args
+        .work_dir
+        .join("control/secrets.key")
+        .display()
+        .to_string();
+    let replica = match db.as_deref() {
+        Some(url) => Some(
+            ControlPlane::start(
+                &args.bin_dir,
+                &args.work_dir.join("replica-2"),
+                Some(url),
+                &[
+                    ("SASE_LOGIN_ADDRESS_FAILURES", budget.as_str()),
+                    ("SASE_METRICS_LISTEN", "127.0.0.1:0"),
+                    // The replicas share the database, so also the key its secrets are sealed with.
+                    ("SASE_SECRETS_KEY_FILE", secrets_key.as_str()),
+                ],
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    brute_force(&cp, replica.as_ref(), &mut t).await?;
     spraying(&cp, &mut t).await?;
     if t.failed > 0 {
         println!("control-plane hardening: {} check(s) failed", t.failed);
@@ -536,7 +560,11 @@ async fn cert_reload(cp: &ControlPlane, work: &Path, t: &mut Tally) -> Result<()
     Ok(())
 }
 
-async fn brute_force(cp: &ControlPlane, t: &mut Tally) -> Result<()> {
+async fn brute_force(
+    cp: &ControlPlane,
+    replica: Option<&ControlPlane>,
+    t: &mut Tally,
+) -> Result<()> {
     let password = "victim password 12345";
     create_admin(cp, "victim", password).await?;
     let mut statuses = Vec::new();
@@ -575,6 +603,20 @@ async fn brute_force(cp: &ControlPlane, t: &mut Tally) -> Result<()> {
         status == StatusCode::TOO_MANY_REQUESTS && body["error"] == "account_locked",
         format!("status={status} error={}", body["error"]),
     );
+    if let Some(other) = replica {
+        let (status, body) = match sign_in(other, "victim", password).await? {
+            Ok(_) => (StatusCode::OK, Value::Null),
+            Err((s, b, _)) => (s, b),
+        };
+        t.check(
+            "cp-lockout-shared-by-replicas",
+            status == StatusCode::TOO_MANY_REQUESTS && body["error"] == "account_locked",
+            format!(
+                "second replica on the same database: status={status} error={}",
+                body["error"]
+            ),
+        );
+    }
     let lockouts = admin_actions(cp, "admin.lockout").await?;
     let victim = lockouts
         .iter()
