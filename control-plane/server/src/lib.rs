@@ -39,6 +39,12 @@
 //!   with the operator's key.
 //! * [`templates`] — MSP policy templates inherited by tenants with merge-patch overrides.
 //! * [`totp`] — RFC 6238 codes.
+//! * [`login_throttle`] — sign-in throttling and lockout per account and per address (shared
+//!   by replicas through the database), audited.
+//! * [`csrf`] — CSRF token and origin checks for cookie-authenticated state changes.
+//! * [`security_headers`] — CSP, HSTS and the other strict headers on every answer.
+//! * [`sessions`] — session idle timeout and lifetime, revocation, password change.
+//! * [`tls_reload`] — TLS 1.2/1.3 with modern suites only, certificate reload without restart.
 //! * [`pki`] — tenant CAs, device certificates, the server's TLS identity.
 //! * [`tls`] — rustls configuration, the dynamic device-certificate verifier, the accept loop.
 //! * [`openapi`] — the OpenAPI document.
@@ -56,6 +62,7 @@ pub mod backup;
 pub mod auth;
 pub mod caep;
 pub mod channel;
+pub mod csrf;
 pub mod diag;
 pub mod drafts;
 pub mod dryrun;
@@ -65,6 +72,7 @@ pub mod fleet_health;
 pub mod incidents;
 pub mod inventory;
 pub mod key_rotation;
+pub mod login_throttle;
 pub mod logs;
 pub mod metrics;
 pub mod openapi;
@@ -74,11 +82,14 @@ pub mod rbac;
 pub mod retention;
 pub mod rollouts;
 pub mod secrets;
+pub mod security_headers;
+pub mod sessions;
 pub mod siem;
 pub mod state;
 pub mod store;
 pub mod templates;
 pub mod tls;
+pub mod tls_reload;
 pub mod totp;
 pub mod updates;
 
@@ -259,6 +270,7 @@ pub fn router(state: SharedState) -> Router {
         )
         .route("/alerts", get(api::list_alerts))
         .route("/me", get(admins::me))
+        .route("/me/password", post(sessions::change_password))
         .route("/me/mfa", post(admins::enrol_mfa))
         .route("/me/mfa/confirm", post(admins::confirm_mfa))
         .route(
@@ -297,6 +309,11 @@ pub fn router(state: SharedState) -> Router {
         // Requests by route template and status for /metrics (served on the ops listener).
         .route_layer(axum::middleware::from_fn(metrics::track))
         .layer(DefaultBodyLimit::max(MAX_API_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            csrf::guard,
+        ))
+        .layer(axum::middleware::map_response(security_headers::apply))
         .with_state(state)
 }
 

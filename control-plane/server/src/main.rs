@@ -105,6 +105,72 @@ struct ServeArgs {
     /// management network, never the public API address).
     #[arg(long = "metrics-listen", env = "SASE_METRICS_LISTEN", default_value = sase_control::metrics::DEFAULT_LISTEN)]
     metrics_listen: SocketAddr,
+    /// Control-plane security settings (sign-in throttling, sessions, certificate reload).
+    #[command(flatten)]
+    security: SecurityArgs,
+}
+
+/// Sign-in throttling, session lifetimes and TLS certificate reload (docs/OPERATIONS.md,
+/// "Control-plane security").
+#[derive(clap::Args)]
+struct SecurityArgs {
+    /// Failed sign-ins for one user name, within the window, that lock it.
+    #[arg(long, env = "SASE_LOGIN_ACCOUNT_FAILURES", default_value_t = 5)]
+    login_account_failures: i64,
+    /// Failed sign-ins from one address (IPv6 /64), across accounts, that lock it.
+    #[arg(long, env = "SASE_LOGIN_ADDRESS_FAILURES", default_value_t = 30)]
+    login_address_failures: i64,
+    /// Window over which failed sign-ins are counted, in seconds.
+    #[arg(long, env = "SASE_LOGIN_WINDOW_SECS", default_value_t = 900)]
+    login_window_secs: i64,
+    /// First lockout, in seconds (doubled for each further episode).
+    #[arg(long, env = "SASE_LOGIN_LOCK_SECS", default_value_t = 900)]
+    login_lock_secs: i64,
+    /// Longest lockout, in seconds.
+    #[arg(long, env = "SASE_LOGIN_MAX_LOCK_SECS", default_value_t = 86_400)]
+    login_max_lock_secs: i64,
+    /// A console session unused this long ends (seconds).
+    #[arg(long, env = "SASE_SESSION_IDLE_SECS", default_value_t = 1800)]
+    session_idle_secs: i64,
+    /// A console session ends this long after sign-in (seconds).
+    #[arg(long, env = "SASE_SESSION_MAX_SECS", default_value_t = 43_200)]
+    session_max_secs: i64,
+    /// Seconds between looks at the TLS certificate files (also reloaded on SIGHUP).
+    #[arg(long, env = "SASE_TLS_RELOAD_SECS", default_value_t = 5)]
+    tls_reload_secs: u64,
+}
+
+impl SecurityArgs {
+    fn apply(&self) -> anyhow::Result<()> {
+        use sase_control::{login_throttle, sessions};
+        let positive = [
+            self.login_account_failures,
+            self.login_address_failures,
+            self.login_window_secs,
+            self.login_lock_secs,
+            self.login_max_lock_secs,
+            self.session_idle_secs,
+            self.session_max_secs,
+        ];
+        if positive.iter().any(|v| *v <= 0) {
+            anyhow::bail!("sign-in and session limits must be positive");
+        }
+        let policy = |max_failures| login_throttle::Policy {
+            max_failures,
+            window_ms: self.login_window_secs * 1000,
+            lock_ms: self.login_lock_secs * 1000,
+            max_lock_ms: self.login_max_lock_secs.max(self.login_lock_secs) * 1000,
+        };
+        login_throttle::configure(login_throttle::Settings {
+            account: policy(self.login_account_failures),
+            address: policy(self.login_address_failures),
+        });
+        sessions::configure(sessions::Settings {
+            idle_ms: self.session_idle_secs * 1000,
+            absolute_ms: self.session_max_secs * 1000,
+        });
+        Ok(())
+    }
 }
 
 #[derive(clap::Args)]
@@ -208,6 +274,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    args.security.apply()?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let database_url = args.database_url.clone().unwrap_or_else(|| {
@@ -238,11 +305,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     names.extend(args.tls_names.iter().cloned());
     let tls_dir = args.data_dir.join("tls");
-    let (chain, key) = tls::load_or_create_server_identity(&tls_dir, &names)?;
+    // Creates the identity on first start; the files are then served and watched for changes.
+    let _ = tls::load_or_create_server_identity(&tls_dir, &names)?;
+    let server_cert = Arc::new(sase_control::tls_reload::ReloadingCert::load(
+        &tls_dir.join("server.pem"),
+        &tls_dir.join("server.key"),
+    )?);
     let verifier = Arc::new(DeviceCertVerifier::new(
         &store.all_tenant_ca_certs().await?,
     )?);
-    let config = tls::server_config(chain, key, verifier.clone())?;
+    let config = sase_control::tls_reload::server_config(server_cert.clone(), verifier.clone())?;
+    tokio::spawn(sase_control::tls_reload::watch(
+        server_cert,
+        std::time::Duration::from_secs(args.security.tls_reload_secs.max(1)),
+    ));
 
     // Bind before anything is announced, so `--listen 127.0.0.1:0` works (tests) and the
     // public URL names the real port.
