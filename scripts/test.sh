@@ -49,6 +49,12 @@ tests/e2e/waf.sh
 step "tunnel interop: sase-tunnel core vs stock wireguard-go in network namespaces"
 tests/e2e/tunnel-interop.sh
 
+step "ZTNA end-to-end: stock wireguard-go through the real sase-edge tunnel to a LAN server, ACL, bad input, cookies, peer removed by a policy push (expects ztna_e2e failed=0; about 35 s once built)"
+tests/e2e/ztna.sh
+
+step "tunnel throughput smoke: iperf3 through the edge vs wireguard-go <-> wireguard-go (debug build, 2 s per run; the figure comes from the release run, docs/PERFORMANCE.md)"
+SASE_PROFILE=debug TUNNEL_PERF_SECONDS=2 tests/perf/tunnel.sh
+
 step "JWT attacks through the edge (PyJWT-minted, expects bypassed=0)"
 tests/security/jwt-attacks.sh
 
@@ -126,6 +132,9 @@ tests/e2e/backup-restore.sh
 
 step "policy signing-key rotation with overlap: announce, activate, the edge retires the old key and refuses bundles signed with it (expects key_rotation failed=0; a few seconds once built)"
 tests/e2e/key-rotation.sh
+
+step "secrets at rest (hardening part 20-secrets): no private key, seed or signing key in the raw SQLite files or a pg_dump, wrong and missing keys refused, key and data-dir modes (expects hardening failed=0; about 20 s once built)"
+tests/security/hardening.sh secrets
 
 step "control-plane hardening: sign-in throttling and lockout, CSRF, security headers, session revocation, TLS versions and suites, certificate reload, on SQLite and on PostgreSQL with two replicas (expects hardening failed=0; about 20 s once built)"
 tests/security/hardening.sh control-plane

@@ -76,6 +76,7 @@ async fn main() -> Result<()> {
     sessions(&cp, &mut t).await?;
     tls_versions(&cp, &mut t)?;
     cert_reload(&cp, &args.work_dir, &mut t).await?;
+    sighup_reload(&args.bin_dir, &args.work_dir.join("sighup"), &mut t).await?;
     // On PostgreSQL a second replica on the same database must see the same lock.
     let secrets_key = args
         .work_dir
@@ -557,6 +558,60 @@ async fn cert_reload(cp: &ControlPlane, work: &Path, t: &mut Tally) -> Result<()
         ),
     );
     replace(&tls_dir.join("server.pem"), &cert_pem)?;
+    Ok(())
+}
+
+/// Reload on SIGHUP: a control plane that would look at its files only once an hour switches
+/// certificates as soon as it gets the signal.
+async fn sighup_reload(bins: &Path, work: &Path, t: &mut Tally) -> Result<()> {
+    std::fs::create_dir_all(work)?;
+    let cp = ControlPlane::start(
+        bins,
+        work,
+        None,
+        &[
+            ("SASE_TLS_RELOAD_SECS", "3600"),
+            ("SASE_METRICS_LISTEN", "127.0.0.1:0"),
+        ],
+    )
+    .await?;
+    let tls_dir = work.join("control/tls");
+    let log = work.join("control.log");
+    let addr = cp.cp.trim_start_matches("https://").to_string();
+    let ca_pem = std::fs::read(tls_dir.join("ca.pem"))?;
+    let serial = 0x5167_0000_0000_0000_u64 | u64::from(std::process::id());
+    let (cert_pem, key_pem, der) = new_server_cert(&tls_dir, serial)?;
+    let offset = log_len(&log);
+    replace(&tls_dir.join("server.key"), &key_pem)?;
+    replace(&tls_dir.join("server.pem"), &cert_pem)?;
+    let pid = cp
+        .child
+        .id()
+        .ok_or_else(|| anyhow!("sase-control has no pid"))?;
+    let started = Instant::now();
+    let sent = Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()?
+        .success();
+    let reloaded = tokio::task::block_in_place(|| {
+        wait_for_log_line_from(
+            &log,
+            offset,
+            "TLS certificate reloaded",
+            Duration::from_secs(10),
+        )
+    });
+    let (seen, mut conn) = connect(&addr, &ca_pem).await?;
+    let status = healthz(&mut conn, &addr).await?;
+    t.check(
+        "cp-cert-reload-on-sighup",
+        sent && reloaded.is_ok() && seen == der && status == 200,
+        format!(
+            "poll interval 3600 s, reloaded after {} ms, new cert seen={} status={status}",
+            started.elapsed().as_millis(),
+            seen == der
+        ),
+    );
     Ok(())
 }
 
