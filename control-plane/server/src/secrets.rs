@@ -671,7 +671,8 @@ mod tests {
         assert!(parse_key("not a key at all!").is_err());
     }
 
-    async fn memory_store() -> Store {
+    /// A store on a new SQLite file; the directory to remove afterwards.
+    async fn temp_store() -> (Store, std::path::PathBuf) {
         use std::sync::atomic::{AtomicU32, Ordering};
         static N: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
@@ -680,17 +681,18 @@ mod tests {
             N.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).expect("dir");
-        Store::connect(&format!(
+        let store = Store::connect(&format!(
             "sqlite://{}?mode=rwc",
             dir.join("control.db").display()
         ))
         .await
-        .expect("store")
+        .expect("store");
+        (store, dir)
     }
 
     #[tokio::test]
     async fn plaintext_rows_are_sealed_at_start_and_a_wrong_key_is_refused() {
-        let plain = memory_store().await;
+        let (plain, db_dir) = temp_store().await;
         let tenant = sase_model::fleet::Tenant {
             id: "t1".into(),
             name: "one".into(),
@@ -739,11 +741,12 @@ mod tests {
             seal_existing(&wrong).await,
             Err(SecretsError::WrongKey { .. })
         ));
+        std::fs::remove_dir_all(&db_dir).ok();
     }
 
     #[tokio::test]
     async fn a_sealed_database_without_a_key_is_refused_not_given_a_new_key() {
-        let store = memory_store().await;
+        let (store, db_dir) = temp_store().await;
         let sealed = store.clone().with_sealer(Arc::new(Sealer::new(&[3u8; 32])));
         sealed
             .secret_setting_init("policy_signing_key", "x")
@@ -755,5 +758,6 @@ mod tests {
         assert!(matches!(got, Err(SecretsError::MissingKey { .. })));
         assert!(!dir.join(DEFAULT_KEY_FILE).exists());
         std::fs::remove_dir_all(&dir).ok();
+        std::fs::remove_dir_all(&db_dir).ok();
     }
 }
