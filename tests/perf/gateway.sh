@@ -9,7 +9,9 @@
 # the same headers), same wrk settings. Before measuring, the edge is shown to enforce: no token
 # 401, another account 403 object_not_owned, an undocumented property 400, the request 200.
 # Rounds interleave the targets (nginx first in odd rounds, the edge first in even ones); the
-# figures compared are the medians over the rounds. Prints rps and p99 of both and ends with
+# figures compared are the medians over the rounds. Prints rps, p99 and the CPU time per request
+# of each proxy (nginx master + workers, the edge process; from /proc, so much less sensitive to
+# other load on the machine than rps) and ends with
 #   gateway_rps_ratio_vs_nginx_proxy=<edge rps / nginx rps>
 # Fails when any measured response is not 200, or the ratio is under GATEWAY_PERF_MIN_RATIO
 # (default 0.8, the target; the CI smoke sets 0).
@@ -78,6 +80,18 @@ to_ms() {
     else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.2f", v }
     else if (v ~ /m$/) { sub(/m$/, "", v); printf "%.2f", v * 60000 }
     else { sub(/s$/, "", v); printf "%.2f", v * 1000 } }'
+}
+
+# cpu_ticks PID: CPU time (user + system, clock ticks) used so far by PID and its child
+# processes (nginx's workers are children of its master).
+cpu_ticks() {
+  local total=0 pid
+  for pid in "$1" $(pgrep -P "$1" || true); do
+    if [ -r "/proc/$pid/stat" ]; then
+      total=$((total + $(sed 's/^.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')))
+    fi
+  done
+  echo "$total"
 }
 
 # median VALUES...: the median (the lower middle one for an even count).
@@ -267,7 +281,7 @@ wrk.body = f:read("*a")
 f:close()
 EOF
 
-declare -A RPS P99
+declare -A RPS P99 CPU
 failures=0
 for round in $(seq 1 "$ROUNDS"); do
   if [ $((round % 2)) -eq 1 ]; then order="nginx edge"; else order="edge nginx"; fi
@@ -281,7 +295,10 @@ for round in $(seq 1 "$ROUNDS"); do
       perf record -q -F 499 -g -o "$WORK/perf-edge-$round.data" -p "$EDGE_PID" -- sleep "$DURATION" 2>/dev/null &
       perf_pid=$!
     fi
+    if [ "$target" = nginx ]; then cpu_pid=$NGX_PID; else cpu_pid=$EDGE_PID; fi
+    cpu_before=$(cpu_ticks "$cpu_pid")
     wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --timeout 30s --latency -s "$WORK/post.lua" "$url" > "$out" 2>&1
+    cpu_after=$(cpu_ticks "$cpu_pid")
     if [ -n "$perf_pid" ]; then
       wait "$perf_pid" || true
       perf report -i "$WORK/perf-edge-$round.data" --no-children --sort dso,symbol --stdio 2>/dev/null |
@@ -293,10 +310,15 @@ for round in $(seq 1 "$ROUNDS"); do
     requests=$(awk '/requests in/ {print $1}' "$out")
     non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $5}' "$out")
     sockerr=$(awk '/Socket errors:/ {gsub(",", ""); print $4 + $6 + $8 + $10}' "$out")
+    # CPU per request of the proxy itself (not the upstream, not wrk): a figure that depends
+    # far less on what else the machine runs than requests per second do.
+    cpu_us=$(awk -v t=$((cpu_after - cpu_before)) -v r="${requests:-0}" -v hz="$(getconf CLK_TCK)" \
+      'BEGIN {printf "%.1f", (r > 0 ? t * 1e6 / hz / r : 0)}')
     RPS[$target]="${RPS[$target]:-} $rps"
+    CPU[$target]="${CPU[$target]:-} $cpu_us"
     P99[$target]="${P99[$target]:-} $p99"
-    printf 'round=%s %-6s rps=%-9s p99_ms=%-8s requests=%-8s non2xx=%s socket_errors=%s load=%s\n' \
-      "$round" "$target" "$rps" "$p99" "$requests" "${non2xx:-0}" "${sockerr:-0}" "$(cut -d' ' -f1 /proc/loadavg)"
+    printf 'round=%s %-6s rps=%-9s p99_ms=%-8s cpu_us_per_req=%-7s requests=%-8s non2xx=%s socket_errors=%s load=%s\n' \
+      "$round" "$target" "$rps" "$p99" "$cpu_us" "$requests" "${non2xx:-0}" "${sockerr:-0}" "$(cut -d' ' -f1 /proc/loadavg)"
     if [ "${non2xx:-0}" -ne 0 ] || [ "${sockerr:-0}" -ne 0 ]; then
       echo "FAIL via $target: every response must be 200 (see $out)" >&2
       failures=$((failures + 1))
@@ -305,13 +327,13 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 for key in "${!RPS[@]}"; do
   # shellcheck disable=SC2086 # word splitting of the per-round lists is intended
-  RPS[$key]=$(median ${RPS[$key]}); P99[$key]=$(median ${P99[$key]})
+  RPS[$key]=$(median ${RPS[$key]}); P99[$key]=$(median ${P99[$key]}); CPU[$key]=$(median ${CPU[$key]})
 done
 ratio=$(awk -v e="${RPS[edge]}" -v n="${RPS[nginx]}" 'BEGIN {printf "%.2f", (n > 0 ? e / n : 0)}')
 echo "== results: medians of $ROUNDS round(s) (wrk -t$THREADS -c$CONNS -d${DURATION}s after ${WARMUP}s warm-up; POST of a 1 KiB JSON body)"
-printf '%-28s %12s %10s\n' target rps p99
-printf '%-28s %12s %10s\n' "nginx reverse proxy" "${RPS[nginx]}" "${P99[nginx]}ms"
-printf '%-28s %12s %10s\n' "edge (JWT ES256, scope, owner, OpenAPI, rate limit)" "${RPS[edge]}" "${P99[edge]}ms"
+printf '%-28s %12s %10s %16s\n' target rps p99 cpu_us_per_req
+printf '%-28s %12s %10s %16s\n' "nginx reverse proxy" "${RPS[nginx]}" "${P99[nginx]}ms" "${CPU[nginx]}"
+printf '%-28s %12s %10s %16s\n' "edge (JWT ES256, scope, owner, OpenAPI, rate limit)" "${RPS[edge]}" "${P99[edge]}ms" "${CPU[edge]}"
 echo "edge_pid=$EDGE_PID load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 if [ "$failures" -ne 0 ]; then
   echo "gateway.sh: $failures measurement(s) had responses other than 200" >&2
