@@ -673,10 +673,16 @@ async fn main() -> Result<()> {
     );
 
     // ---- file modes at start --------------------------------------------------------------------
+    // The control plane goes away and the stored bundle with it, so the restarted edge has no
+    // policy to enforce: not ready (and says why), yet alive.
     if let Some(mut edge) = stack.edge.take() {
         let _ = edge.terminate();
     }
+    if let Some(mut control) = stack.control.take() {
+        let _ = control.terminate();
+    }
     let data = work.join("edge");
+    std::fs::rename(data.join("bundle.json"), work.join("bundle.json.aside"))?;
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755))?;
     std::fs::set_permissions(
         data.join("device.key"),
@@ -709,6 +715,14 @@ async fn main() -> Result<()> {
             file_mode(&data),
             file_mode(&data.join("device.key"))
         ),
+    );
+    let ops = ops_url(&work.join("edge-perms.log"), "sase-edge ops listening on")?;
+    let (h, _) = get_text(&http, &format!("{ops}/healthz")).await?;
+    let (r, body) = get_text(&http, &format!("{ops}/readyz")).await?;
+    t.check(
+        "edge-readyz-without-policy",
+        h == 200 && r == 503 && body.contains("\"policy_applied\":false"),
+        format!("healthz {h}, readyz {r} {body}"),
     );
     let _ = edge.terminate();
     let chown = |uid: &str| {
