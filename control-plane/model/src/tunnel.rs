@@ -458,7 +458,9 @@ mod tests {
             {{"name":"a","public_key":"{key}","address":"100.96.0.2"}},
             {{"name":"c","public_key":"short","address":"127.0.0.1","persistent_keepalive":0}}]}}}}"#
         );
-        let errors = crate::policy::Policy::parse_json(&bad).expect_err("invalid").0;
+        let errors = crate::policy::Policy::parse_json(&bad)
+            .expect_err("invalid")
+            .0;
         let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
         for p in [
             "tunnel.peers[1].name",
