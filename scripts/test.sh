@@ -49,10 +49,10 @@ tests/e2e/waf.sh
 step "tunnel interop: sase-tunnel core vs stock wireguard-go in network namespaces"
 tests/e2e/tunnel-interop.sh
 
-step "ZTNA end-to-end: stock wireguard-go through the real sase-edge tunnel to a LAN server, ACL, bad input, cookies, peer removed by a policy push (expects ztna_e2e failed=0; about 35 s once built)"
+step "ZTNA end-to-end: stock wireguard-go through the real sase-edge tunnel to a LAN server, ACL, bad input, cookies, peer removed by a policy push (expects ztna_e2e failed=0; about 20 s once built)"
 tests/e2e/ztna.sh
 
-step "tunnel throughput smoke: iperf3 through the edge vs wireguard-go <-> wireguard-go (debug build, 2 s per run; the figure comes from the release run, docs/PERFORMANCE.md)"
+step "tunnel throughput smoke: iperf3 through the edge vs wireguard-go <-> wireguard-go (debug build, 2 s per run, about 16 s once built; the figure comes from the release run, docs/PERFORMANCE.md)"
 SASE_PROFILE=debug TUNNEL_PERF_SECONDS=2 tests/perf/tunnel.sh
 
 step "JWT attacks through the edge (PyJWT-minted, expects bypassed=0)"

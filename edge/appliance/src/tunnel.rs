@@ -16,9 +16,10 @@
 //!   policy in force and follows every new bundle at once: a removed peer's sessions are gone
 //!   when the bundle is swapped in, its next datagram is dropped (`unknown_index`).
 //!
-//! The core sits behind one mutex: one datagram or packet is processed at a time (see
-//! docs/ZTNA.md for the measurements and why more queues would not help before the core is
-//! sharded). Nothing here panics on network input; the core drops and counts bad datagrams.
+//! The core sits behind one mutex: one datagram or packet is processed at a time (see the
+//! Tunnel section of docs/PERFORMANCE.md for the measurements; more queues would not help
+//! before the core is sharded). Nothing here panics on network input; the core drops and
+//! counts bad datagrams.
 //!
 //! TUN device crate: `tun-rs` (maintained, Apache-2.0, Linux multi-queue and offload, no
 //! `unsafe` needed here) rather than `tun` (slower release pace, no multi-queue/offload);
