@@ -2,7 +2,8 @@
 //! appended to a segment file on disk *before* the request it describes is answered, and is
 //! deleted only after the control plane acknowledged it.
 //!
-//! Segments are JSON-lines files `seg-<first seq>.jsonl` of at most [`SEGMENT_EVENTS`] events.
+//! Segments are JSON-lines files `seg-<first seq>.jsonl` of at most [`SEGMENT_EVENTS`] events;
+//! each line is the event's canonical JSON, the bytes its chain hash covers (serialised once).
 //! A write is one `write(2)` of a whole line, so a killed process leaves at most a torn last
 //! line, which [`Spool::open`] cuts off. The chain head (last seq and hash) is recovered from the
 //! last line on disk; the newest segment is never deleted so the head is always there. Data
@@ -26,8 +27,10 @@ use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use sase_model::audit::{ChainWriter, Decision, EventKind};
+use sase_model::audit::{Decision, EventKind};
+use sase_model::canonical::to_canonical_json;
 use sase_model::{AuditEvent, Reason, GENESIS_HASH};
+use sha2::{Digest as _, Sha256};
 
 /// Events per segment file.
 pub const SEGMENT_EVENTS: u64 = 1000;
@@ -144,7 +147,9 @@ struct Segment {
 
 struct Inner {
     dir: PathBuf,
-    writer: ChainWriter,
+    /// Sequence number and hash of the newest event in the chain (`(0, GENESIS_HASH)` when none).
+    head_seq: u64,
+    head_hash: String,
     file: Option<File>,
     segments: VecDeque<Segment>,
     acked: u64,
@@ -284,7 +289,8 @@ impl Spool {
         Ok(Spool {
             inner: Mutex::new(Inner {
                 dir: dir.to_path_buf(),
-                writer: ChainWriter::resume(head.0, head.1),
+                head_seq: head.0,
+                head_hash: head.1,
                 file,
                 segments,
                 acked,
@@ -306,7 +312,7 @@ impl Spool {
     /// I/O failure; the chain does not advance and nothing is half-written.
     pub fn append(&self, event: AuditEvent) -> Result<u64, SpoolError> {
         let mut inner = self.lock();
-        let pending = (inner.writer.next_seq() - 1).saturating_sub(inner.acked);
+        let pending = inner.head_seq.saturating_sub(inner.acked);
         if pending >= inner.bound.max_pending {
             let bound = inner.bound;
             let episode_starts = inner.full.is_none();
@@ -358,17 +364,21 @@ impl Spool {
     pub fn refusing(&self) -> bool {
         let inner = self.lock();
         inner.bound.when_full == WhenFull::FailClosed
-            && (inner.writer.next_seq() - 1).saturating_sub(inner.acked) >= inner.bound.max_pending
+            && inner.head_seq.saturating_sub(inner.acked) >= inner.bound.max_pending
     }
 
     fn write_locked(inner: &mut Inner, mut event: AuditEvent) -> Result<u64, SpoolError> {
-        let mut probe = inner.writer.clone();
-        probe.link(&mut event);
-        let mut line = serde_json::to_vec(&event).map_err(|e| SpoolError::Damaged {
+        event.seq = inner.head_seq + 1;
+        event.prev_hash.clone_from(&inner.head_hash);
+        // One serialisation per event: the canonical JSON the chain hashes (what
+        // `AuditEvent::hash` computes) is also the spooled line — valid JSON that reads back
+        // into the same event.
+        let mut line = to_canonical_json(&event).map_err(|e| SpoolError::Damaged {
             path: "<new event>".into(),
             line: 0,
             why: e.to_string(),
         })?;
+        let hash = hex::encode(Sha256::digest(&line));
         line.push(b'\n');
         let rotate = inner
             .segments
@@ -391,7 +401,8 @@ impl Spool {
         if let Some(file) = inner.file.as_mut() {
             file.write_all(&line)?;
         }
-        inner.writer = probe;
+        inner.head_seq = event.seq;
+        inner.head_hash = hash;
         if let Some(seg) = inner.segments.back_mut() {
             seg.last = event.seq;
         }
@@ -433,7 +444,7 @@ impl Spool {
     /// I/O failures deleting files.
     pub fn ack(&self, seq: u64) -> Result<(), SpoolError> {
         let mut inner = self.lock();
-        let seq = seq.min(inner.writer.next_seq() - 1);
+        let seq = seq.min(inner.head_seq);
         inner.acked = inner.acked.max(seq);
         while inner.segments.len() > 1 && inner.segments.front().is_some_and(|s| s.last <= seq) {
             if let Some(seg) = inner.segments.pop_front() {
@@ -441,7 +452,7 @@ impl Spool {
             }
         }
         // A full episode ends when acknowledgements made room for a tenth of the bound again.
-        let pending = (inner.writer.next_seq() - 1).saturating_sub(inner.acked);
+        let pending = inner.head_seq.saturating_sub(inner.acked);
         let room = inner.bound.max_pending - inner.bound.max_pending / 10;
         if pending < room.max(1) {
             if let Some(episode) = inner.full.take() {
@@ -483,13 +494,13 @@ impl Spool {
 
     /// Sequence number of the newest event (0 when none).
     pub fn head_seq(&self) -> u64 {
-        self.lock().writer.next_seq() - 1
+        self.lock().head_seq
     }
 
     /// Events not yet acknowledged.
     pub fn pending(&self) -> u64 {
         let inner = self.lock();
-        (inner.writer.next_seq() - 1).saturating_sub(inner.acked)
+        inner.head_seq.saturating_sub(inner.acked)
     }
 
     /// Flushes written events to stable storage.
@@ -557,6 +568,28 @@ mod tests {
         let all = spool.read_after(0, usize::MAX).expect("read");
         assert_eq!(all.len() as u64, SEGMENT_EVENTS + 11);
         verify_chain("d", &all).expect("intact chain");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn each_line_is_the_canonical_json_its_successor_links_to() {
+        let dir = temp_dir("canonical");
+        let spool = Spool::open(&dir).expect("open");
+        for n in 0..3 {
+            spool.append(event(n)).expect("append");
+        }
+        let text = std::fs::read_to_string(segment_path(&dir, 1)).expect("segment");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3);
+        let events = spool.read_after(0, 10).expect("read");
+        for (i, (line, event)) in lines.iter().zip(&events).enumerate() {
+            let canonical = to_canonical_json(event).expect("canonical");
+            assert_eq!(line.as_bytes(), canonical.as_slice(), "line {i}");
+            if let Some(next) = events.get(i + 1) {
+                assert_eq!(next.prev_hash, event.hash());
+            }
+        }
+        verify_chain("d", &events).expect("intact chain");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
