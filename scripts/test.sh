@@ -133,10 +133,7 @@ tests/e2e/backup-restore.sh
 step "policy signing-key rotation with overlap: announce, activate, the edge retires the old key and refuses bundles signed with it (expects key_rotation failed=0; a few seconds once built)"
 tests/e2e/key-rotation.sh
 
-step "secrets at rest (hardening part 20-secrets): no private key, seed or signing key in the raw SQLite files or a pg_dump, wrong and missing keys refused, key and data-dir modes (expects hardening failed=0; about 20 s once built)"
-tests/security/hardening.sh secrets
-
-step "control-plane hardening: sign-in throttling and lockout, CSRF, security headers, session revocation, TLS versions and suites, certificate reload, on SQLite and on PostgreSQL with two replicas (expects hardening failed=0; about 20 s once built)"
-tests/security/hardening.sh control-plane
+step "hardening, every part: sign-in throttling and lockout, CSRF, security headers, session revocation, control-plane TLS and certificate reload (SQLite, and PostgreSQL with two replicas); secrets at rest (no key material in the raw SQLite files or a pg_dump, wrong and missing keys refused, modes); metrics, health, JSON logs joined to audit references, edge TLS and reload, diag redaction, file modes, unit sandboxing (expects hardening failed=0; about 45 s once built)"
+tests/security/hardening.sh
 
 printf '\n=== all checks passed in %ss\n' "$((SECONDS - STARTED))"
