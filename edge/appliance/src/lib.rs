@@ -55,4 +55,5 @@ pub mod tls_reload;
 pub mod translate;
 pub mod tunnel;
 pub mod update;
+pub mod upstream;
 pub mod waf;

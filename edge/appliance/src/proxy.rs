@@ -734,26 +734,50 @@ where
             return audit.deny(Reason::UpstreamUnavailable, resource, route, identity);
         }
     };
-    let upstream = upstream_client
-        .request(parts.method.clone(), &url)
-        .headers(headers)
-        .body(body)
-        .timeout(applied.upstream_timeout)
-        .send()
-        .await;
-    let upstream = match upstream {
+    // Plain-HTTP upstreams without TLS settings: the lean pooled hyper client
+    // (`crate::upstream`); upstreams with TLS settings: their reqwest client.
+    let tls_settings = allowed
+        .guards
+        .as_ref()
+        .is_some_and(|g| g.upstream_tls().is_some());
+    let upstream = if !tls_settings && crate::upstream::PlainHttp::serves(&url) {
+        edge.trust
+            .plain
+            .send(
+                parts.method.clone(),
+                &url,
+                headers,
+                body,
+                applied.upstream_timeout,
+            )
+            .await
+    } else {
+        match upstream_client
+            .request(parts.method.clone(), &url)
+            .headers(headers)
+            .body(body)
+            .timeout(applied.upstream_timeout)
+            .send()
+            .await
+        {
+            Ok(response) => Ok(response.into()),
+            Err(err) if err.is_timeout() => Err(crate::upstream::UpstreamFailure::Timeout),
+            Err(err) => Err(crate::upstream::UpstreamFailure::Unavailable(
+                err.to_string(),
+            )),
+        }
+    };
+    let response: Response<reqwest::Body> = match upstream {
         Ok(response) => response,
         Err(err) => {
-            let reason = if err.is_timeout() {
-                Reason::UpstreamTimeout
-            } else {
-                Reason::UpstreamUnavailable
+            let reason = match err {
+                crate::upstream::UpstreamFailure::Timeout => Reason::UpstreamTimeout,
+                crate::upstream::UpstreamFailure::Unavailable(_) => Reason::UpstreamUnavailable,
             };
             tracing::warn!(%err, %resource, "upstream request failed");
             return audit.deny(reason, resource, route, identity);
         }
     };
-    let response: Response<reqwest::Body> = upstream.into();
     let (mut head, upstream_body) = response.into_parts();
     strip_hop_by_hop(&mut head.headers);
     if let Ok(v) = HeaderValue::from_str(&audit.reference) {

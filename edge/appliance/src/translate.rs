@@ -30,6 +30,8 @@ pub struct UpstreamTrust {
     device_key: PathBuf,
     /// Per resource: the settings a client was built for, and the client.
     clients: Mutex<BTreeMap<String, (UpstreamTls, reqwest::Client)>>,
+    /// The pooled client for `http://` upstreams without TLS settings.
+    pub plain: crate::upstream::PlainHttp,
 }
 
 impl UpstreamTrust {
@@ -55,6 +57,7 @@ impl UpstreamTrust {
             device_cert,
             device_key,
             clients: Mutex::new(BTreeMap::new()),
+            plain: crate::upstream::PlainHttp::new(),
         })
     }
 
