@@ -51,8 +51,7 @@ done
 
 PROFILE=${SASE_PROFILE:-debug}
 if [ "$PROFILE" = release ]; then flag=--release; else flag=; fi
-cargo build -q $flag -p sase-control -p sase-edge
-cargo build -q $flag -p sase-testkit --bin sase-demo-app --bin sase-waf-config
+scripts/build-bins.sh $flag
 BIN=$ROOT/target/$PROFILE
 EDGE_BIN=${CRS_EDGE_BIN:-$BIN/sase-edge}
 

@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 PROFILE=${SASE_PROFILE:-debug}
 if [ "$PROFILE" = release ]; then flag=--release; else flag=; fi
-cargo build -q $flag -p sase-control -p sase-edge -p sase-testkit
+scripts/build-bins.sh $flag
 TARGET=${CARGO_TARGET_DIR:-target}
 WORK=$(mktemp -d /tmp/sase-authz-e2e.XXXXXX)
 if "$TARGET/$PROFILE/sase-authz-e2e" --bin-dir "$TARGET/$PROFILE" --work-dir "$WORK"; then

@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 PROFILE=${SASE_PROFILE:-debug}
 if [ "$PROFILE" = release ]; then flag=--release; else flag=; fi
-cargo build -q $flag -p sase-control -p sase-edge -p sase-testkit -p sase-audit
+scripts/build-bins.sh $flag
 BIN="target/$PROFILE"
 WORK=$(mktemp -d /tmp/sase-backup-restore.XXXXXX)
 out=$(mktemp /tmp/sase-backup-restore-out.XXXXXX)

@@ -12,7 +12,7 @@ cd "$(dirname "$0")/../.."
 scripts/setup.sh >/dev/null
 PROFILE=${SASE_PROFILE:-debug}
 if [ "$PROFILE" = release ]; then flag=--release; else flag=; fi
-cargo build -q $flag -p sase-control -p sase-edge -p sase-testkit
+scripts/build-bins.sh $flag
 TARGET=${CARGO_TARGET_DIR:-target}
 WORK=$(mktemp -d /tmp/sase-limits-e2e.XXXXXX)
 if "$TARGET/$PROFILE/sase-limits-e2e" --bin-dir "$TARGET/$PROFILE" --work-dir "$WORK"; then

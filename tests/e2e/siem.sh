@@ -11,7 +11,7 @@ command -v rsyslogd >/dev/null || [ -x /usr/sbin/rsyslogd ] || {
   echo "siem.sh: rsyslogd missing (scripts/setup.sh installs rsyslog rsyslog-gnutls)" >&2; exit 1; }
 PROFILE=${SASE_PROFILE:-debug}
 if [ "$PROFILE" = release ]; then flag=--release; else flag=; fi
-cargo build -q $flag -p sase-control -p sase-edge -p sase-testkit
+scripts/build-bins.sh $flag
 BIN="target/$PROFILE"
 WORK=$(mktemp -d /tmp/sase-siem.XXXXXX)
 TLS=$(mktemp -d /tmp/sase-siem-tls.XXXXXX)

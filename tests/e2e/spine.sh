@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 PROFILE=${SASE_PROFILE:-debug}
 if [ "$PROFILE" = release ]; then flag=--release; else flag=; fi
-cargo build -q $flag -p sase-control -p sase-edge -p sase-testkit
+scripts/build-bins.sh $flag
 WORK=$(mktemp -d /tmp/sase-spine-e2e.XXXXXX)
 if "target/$PROFILE/sase-spine-e2e" --bin-dir "target/$PROFILE" --work-dir "$WORK"; then
   rm -rf "$WORK"

@@ -19,7 +19,7 @@ cd "$(dirname "$0")/../.."
 STARTED=$SECONDS
 
 SETUP_EXTRA="wireguard-go wireguard-tools iproute2 iputils-ping" scripts/setup.sh >/dev/null
-cargo build -q -p sase-tunnel --bin sase-tunnel-interop
+scripts/build-bins.sh
 BIN=${CARGO_TARGET_DIR:-$PWD/target}/debug/sase-tunnel-interop
 
 umask 077

@@ -14,7 +14,7 @@ cd "$(dirname "$0")/../.."
 scripts/setup.sh >/dev/null
 PROFILE=${SASE_PROFILE:-debug}
 if [ "$PROFILE" = release ]; then flag=--release; else flag=; fi
-cargo build -q $flag -p sase-control -p sase-edge -p sase-testkit
+scripts/build-bins.sh $flag
 # The edge's single malloc is jemalloc, for libmodsecurity and libstdc++ as for Rust
 # (edge/appliance/build.rs says why that is safe with modsecurity 0.1.4 and why it matters).
 bindings=$(LD_DEBUG=bindings "target/$PROFILE/sase-edge" --help 2>&1 >/dev/null || true)

@@ -34,8 +34,7 @@ STARTED=$SECONDS
 SETUP_EXTRA="wireguard-go wireguard-tools iproute2 iputils-ping jq curl" scripts/setup.sh >/dev/null
 PROFILE=${SASE_PROFILE:-debug}
 if [ "$PROFILE" = release ]; then flag=--release; else flag=; fi
-cargo build -q $flag -p sase-control -p sase-edge -p sase-testkit \
-  --bin sase-control --bin sase-edge --bin sase-ztna-stack --bin sase-tunnel-flood
+scripts/build-bins.sh $flag
 BINS=${CARGO_TARGET_DIR:-$PWD/target}/$PROFILE
 
 umask 077

@@ -35,10 +35,10 @@ done
 # CI does not wait for a release build; the full run uses the release build, as shipped.
 PROFILE=${IMAGE_BOOT_PROFILE:-$([ "$SMOKE" = 1 ] && echo debug || echo release)}
 if [ "$PROFILE" = debug ]; then
-  cargo build -q -p sase-control -p sase-testkit -p sase-edge --bins
+  scripts/build-bins.sh
   export SASE_EDGE_BIN=$TARGET_DIR/debug/sase-edge SASE_IMAGE_TOOL=$TARGET_DIR/debug/sase-image
 else
-  cargo build -q -p sase-control -p sase-testkit
+  scripts/build-bins.sh
   cargo build -q --release -p sase-edge --bins
   export SASE_EDGE_BIN=$TARGET_DIR/release/sase-edge SASE_IMAGE_TOOL=$TARGET_DIR/release/sase-image
 fi

@@ -16,9 +16,9 @@ PROFILE=${SASE_PROFILE:-release}
 EVENTS=${AUDIT_PERF_EVENTS:-400000}
 DEVICES=${AUDIT_PERF_DEVICES:-4}
 if [ "$PROFILE" = release ]; then flag=--release; else flag=; fi
-cargo build -q $flag -p sase-control -p sase-testkit --bin sase-control --bin sase-audit-perf
+scripts/build-bins.sh $flag
 # The edge binary only enrols the devices (its speed is not measured): the debug build will do.
-cargo build -q -p sase-edge
+scripts/build-bins.sh
 BINS=$(mktemp -d /tmp/sase-audit-perf-bins.XXXXXX)
 WORK=$(mktemp -d /tmp/sase-audit-perf.XXXXXX)
 trap 'rm -rf "$BINS" "$WORK"' EXIT

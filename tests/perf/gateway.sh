@@ -41,7 +41,7 @@ MIN_RATIO=${GATEWAY_PERF_MIN_RATIO:-0.8}
 
 PROFILE=${SASE_PROFILE:-release}
 if [ "$PROFILE" = release ]; then flag=--release; else flag=; fi
-cargo build -q $flag -p sase-edge -p sase-control -p sase-testkit
+scripts/build-bins.sh $flag
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE
 
 WORK=$(mktemp -d /tmp/sase-gateway-perf.XXXXXX)

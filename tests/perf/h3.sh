@@ -24,7 +24,7 @@ if [ -n "${H3_PERF_BIN_DIR:-}" ]; then
   BIN=$H3_PERF_BIN_DIR
 else
   if [ "$PROFILE" = release ]; then flag=--release; else flag=; fi
-  cargo build -q $flag -p sase-control -p sase-edge -p sase-testkit
+  scripts/build-bins.sh $flag
   BIN="target/$PROFILE"
 fi
 WORK=$(mktemp -d /tmp/sase-h3-perf.XXXXXX)

@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 PROFILE=${SASE_PROFILE:-release}
 if [ "$PROFILE" = release ]; then flag=--release; else flag=; fi
-cargo build -q $flag -p sase-control -p sase-edge -p sase-testkit
+scripts/build-bins.sh $flag
 BIN="target/$PROFILE"
 EDGES=${PUSH_EDGES:-1000}
 # Two sockets per edge on this machine (client and server side), plus the rest.

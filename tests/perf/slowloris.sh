@@ -22,7 +22,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
 PROFILE=${SASE_PROFILE:-release}
 if [ "$PROFILE" = release ]; then flag=--release; else flag=; fi
-cargo build -q $flag -p sase-edge -p sase-control -p sase-testkit
+scripts/build-bins.sh $flag
 TARGET=${CARGO_TARGET_DIR:-target}
 # 10,000 keep-alive + up to 6,000 attacking connections on the client side, and on the edge two
 # descriptors per connection (hyper's and the lingering-close handle).

@@ -29,8 +29,7 @@ SETUP_EXTRA="wireguard-go wireguard-tools iproute2 iputils-ping jq iperf3" scrip
 if [ "$PROFILE" = release ]; then
   cargo build -q --release -p sase-edge --bin sase-edge
 fi
-cargo build -q -p sase-control -p sase-edge -p sase-testkit \
-  --bin sase-control --bin sase-edge --bin sase-ztna-stack --bin sase-tunnel-flood
+scripts/build-bins.sh
 TARGET=${CARGO_TARGET_DIR:-$PWD/target}
 
 umask 077

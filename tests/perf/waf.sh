@@ -50,7 +50,7 @@ MODULE=/usr/share/nginx/modules/ngx_http_modsecurity_module.so
 
 PROFILE=${SASE_PROFILE:-release}
 if [ "$PROFILE" = release ]; then flag=--release; else flag=; fi
-cargo build -q $flag -p sase-edge -p sase-control -p sase-testkit
+scripts/build-bins.sh $flag
 BIN=$ROOT/target/$PROFILE
 LUA_DIR=$ROOT/tests/perf
 

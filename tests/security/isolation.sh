@@ -12,7 +12,7 @@
 #   SASE_E2E_DATABASE_URL=postgres://…   runs against PostgreSQL instead of SQLite
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-cargo build -q -p sase-control -p sase-edge -p sase-testkit --bin sase-control --bin sase-edge --bin sase-isolation
+scripts/build-bins.sh
 BINS=$(mktemp -d /tmp/sase-isolation-bins.XXXXXX)
 WORK=$(mktemp -d /tmp/sase-isolation.XXXXXX)
 trap 'rm -rf "$BINS" "$WORK"' EXIT

@@ -23,7 +23,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 PROFILE=${SASE_PROFILE:-debug}
 if [ "$PROFILE" = release ]; then flag=--release; else flag=; fi
-cargo build -q $flag -p sase-control -p sase-edge -p sase-testkit
+scripts/build-bins.sh $flag
 TARGET=${CARGO_TARGET_DIR:-target}
 
 VENV=${SCHEMATHESIS_VENV:-target/schemathesis-venv}
