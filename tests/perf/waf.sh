@@ -250,7 +250,8 @@ statuses() {
     # 499: wrk closed the connection at the end of a run with the request in flight.
     nginx) awk '$9 != 499 {n++; if ($9 != 200) bad++} END {printf "%d %d\n", n, bad}' "$NGX/access.log" ;;
     edge)
-      cat "$SPOOL"/seg-*.jsonl | grep -o '"kind":"http_request"[^}]*"status":[0-9]*' |
+      # Spool lines are canonical JSON (keys sorted), so "http" comes before "kind".
+      cat "$SPOOL"/seg-*.jsonl | grep '"kind":"http_request"' | grep -o '"http":{[^}]*"status":[0-9]*' |
         awk -F'"status":' '{n++; if ($2 != 200) bad++} END {printf "%d %d\n", n, bad}'
       ;;
   esac
