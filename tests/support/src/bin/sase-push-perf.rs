@@ -319,6 +319,13 @@ async fn main() -> Result<()> {
         if !copy.success() {
             bail!("copying the TLS identity for replica B");
         }
+        // Replicas of one database share its secrets key (docs/OPERATIONS.md "Secrets and
+        // keys"); replica A generated it in its data dir.
+        std::fs::copy(
+            work.join("control/secrets.key"),
+            work_b.join("control/secrets.key"),
+        )
+        .context("copying the secrets key for replica B")?;
         let b = ControlPlane::start(bins, &work_b, Some(url), &[]).await?;
         let port_b: u16 =
             b.cp.rsplit(':')
