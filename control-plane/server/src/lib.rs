@@ -73,7 +73,6 @@ pub mod incidents;
 pub mod inventory;
 pub mod key_rotation;
 pub mod login_throttle;
-pub mod logs;
 pub mod metrics;
 pub mod openapi;
 pub mod pki;

@@ -23,7 +23,7 @@ struct Cli {
         value_enum,
         env = "SASE_LOG_FORMAT"
     )]
-    log_format: Option<sase_control::logs::LogFormat>,
+    log_format: Option<sase_ops::logs::LogFormat>,
 }
 
 #[derive(Subcommand)]
@@ -201,7 +201,7 @@ struct DiagArgs {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    sase_control::logs::init(cli.log_format, "info,sqlx=warn");
+    sase_ops::logs::init(cli.log_format, "info,sqlx=warn");
     match cli.command {
         Command::Diag(args) => {
             let database_url = args.database_url.unwrap_or_else(|| {

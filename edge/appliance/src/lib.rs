@@ -25,7 +25,7 @@
 //! * [`authz`] — the route guards once the body is read: object ownership (API1), GraphQL
 //!   limits, egress allowlist after DNS resolution (API7).
 //! * [`ops`] — the local ops listener: `/metrics` ([`metrics`]), `/healthz`, `/readyz`;
-//!   [`logs`] — JSON or text logs with the request id of each request's span; [`diag`] — the
+//!   `sase_ops::logs` — JSON or text logs with the request id of each request's span; [`diag`] — the
 //!   support bundle; [`perms`] — modes of the data dir and key files at start;
 //!   [`tls_reload`] — the published listener's TLS settings and certificate reload.
 
@@ -38,7 +38,6 @@ pub mod identity;
 pub mod inventory;
 pub mod jwks;
 pub mod listener;
-pub mod logs;
 pub mod metrics;
 pub mod mtls;
 pub mod ops;

@@ -27,7 +27,7 @@ struct Cli {
         value_enum,
         env = "SASE_LOG_FORMAT"
     )]
-    log_format: Option<sase_edge::logs::LogFormat>,
+    log_format: Option<sase_ops::logs::LogFormat>,
 }
 
 #[derive(Subcommand)]
@@ -131,7 +131,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    sase_edge::logs::init(cli.log_format, "info");
+    sase_ops::logs::init(cli.log_format, "info");
     match cli.command {
         Command::Diag {
             out,
