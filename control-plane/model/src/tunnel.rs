@@ -332,6 +332,28 @@ pub struct TunnelPeer {
     /// Keepalive interval in seconds that the edge sends (none by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persistent_keepalive: Option<u16>,
+    /// The signed-in user the tunnel belongs to (the gateway's principal subject for HTTP
+    /// from this tunnel; audit events carry it). `None` for a peer without identity binding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// The user's groups at the time the policy was compiled (gateway routes judge them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// The registered device the key belongs to (an id or name of the control plane).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// The sign-in session the tunnel was granted under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+}
+
+/// Longest `subject`, `device`, `session` or group name of a tunnel peer.
+pub const MAX_IDENTITY_LEN: usize = 256;
+/// Most groups one tunnel peer may carry.
+pub const MAX_GROUPS_PER_PEER: usize = 64;
+
+fn bad_identity_text(s: &str) -> bool {
+    s.trim().is_empty() || s.len() > MAX_IDENTITY_LEN || s.chars().any(char::is_control)
 }
 
 impl TunnelPeer {
@@ -398,6 +420,29 @@ pub fn check(policy: &crate::policy::Policy, push: &mut dyn FnMut(String, &str))
                 format!("{at}.persistent_keepalive"),
                 "1-65535 seconds, or leave it out",
             );
+        }
+        for (field, value) in [
+            ("subject", &peer.subject),
+            ("device", &peer.device),
+            ("session", &peer.session),
+        ] {
+            if value.as_deref().is_some_and(bad_identity_text) {
+                push(
+                    format!("{at}.{field}"),
+                    "1-256 characters, no control characters, or leave it out",
+                );
+            }
+        }
+        if peer.groups.len() > MAX_GROUPS_PER_PEER {
+            push(format!("{at}.groups"), "at most 64 groups per peer");
+        }
+        for (g, group) in peer.groups.iter().enumerate() {
+            if bad_identity_text(group) {
+                push(
+                    format!("{at}.groups[{g}]"),
+                    "group names are 1-256 characters, no control characters",
+                );
+            }
         }
     }
 }
@@ -474,6 +519,52 @@ mod tests {
         }
         let unknown = r#"{"tunnel":{"peers":[],"extra":1}}"#;
         assert!(crate::policy::Policy::parse_json(unknown).is_err());
+    }
+
+    #[test]
+    fn peer_identity_fields_are_optional_validated_and_skipped_when_empty() {
+        let key = "YUjJBhJJSc1XDWciyNQ9L+vBT6afvbvdV7tYPQ+2Tw0=";
+        let bare =
+            format!(r#"{{"name":"a","public_key":"{key}","address":"100.96.0.2","rules":[]}}"#);
+        let peer: TunnelPeer = serde_json::from_str(&bare).expect("peer without identity");
+        assert_eq!((peer.subject.as_deref(), peer.groups.len()), (None, 0));
+        assert_eq!(serde_json::to_string(&peer).expect("json"), bare);
+        let full = format!(
+            r#"{{"name":"a","public_key":"{key}","address":"100.96.0.2","rules":[],"subject":"alice@example.com","groups":["eng","ops"],"device":"dev-7","session":"s-1"}}"#
+        );
+        let peer: TunnelPeer = serde_json::from_str(&full).expect("peer with identity");
+        assert_eq!(peer.subject.as_deref(), Some("alice@example.com"));
+        assert_eq!(peer.groups, vec!["eng".to_string(), "ops".to_string()]);
+        assert_eq!(
+            (peer.device.as_deref(), peer.session.as_deref()),
+            (Some("dev-7"), Some("s-1"))
+        );
+        assert_eq!(serde_json::to_string(&peer).expect("json"), full);
+        let long = "x".repeat(MAX_IDENTITY_LEN + 1);
+        let many: Vec<String> = (0..=MAX_GROUPS_PER_PEER)
+            .map(|i| format!("\"g{i}\""))
+            .collect();
+        let bad = format!(
+            r#"{{"tunnel":{{"peers":[{{"name":"a","public_key":"{key}","address":"100.96.0.2",
+            "subject":"al\nice","groups":["ok",""],"device":"{long}","session":" "}},
+            {{"name":"b","public_key":"mYpKp8Gy4UfCkUYk1nB5NMrwbXUWMmmLiwmMU/B51Fs=","address":"100.96.0.3",
+            "groups":[{}]}}]}}}}"#,
+            many.join(",")
+        );
+        let errors = crate::policy::Policy::parse_json(&bad)
+            .expect_err("invalid")
+            .0;
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        for p in [
+            "tunnel.peers[0].subject",
+            "tunnel.peers[0].groups[1]",
+            "tunnel.peers[0].device",
+            "tunnel.peers[0].session",
+            "tunnel.peers[1].groups",
+        ] {
+            assert!(paths.contains(&p), "{p} missing from {paths:?}");
+        }
+        assert!(!paths.contains(&"tunnel.peers[0].groups[0]"), "{paths:?}");
     }
 
     #[test]

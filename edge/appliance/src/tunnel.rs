@@ -492,6 +492,10 @@ mod tests {
             address: addr.parse().expect("address"),
             rules: rules.iter().map(|r| r.parse().expect("rule")).collect(),
             persistent_keepalive: None,
+            subject: None,
+            groups: Vec::new(),
+            device: None,
+            session: None,
         }
     }
 
