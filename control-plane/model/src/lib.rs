@@ -23,6 +23,7 @@
 //!   keys an edge trusts during the overlap.
 //! * [`reason`] — stable reason codes carried by every decision.
 //! * [`tunnel`] — typed rules of the per-identity packet ACL of ZTNA tunnels.
+//! * [`ztna`] — identity binding for tunnels: access rules, posture, peer compilation.
 //! * [`quic`] — QUIC modes (`inspect`, `sni_filter`, `block`, `drop`) per site, resource or
 //!   server name, and the QUIC part of audit events.
 //! * [`update`] — vendor-signed firmware update bundles of the appliance image, update offers
@@ -57,6 +58,7 @@ pub mod signing_keys;
 pub mod tunnel;
 pub mod update;
 pub mod upstream_trust;
+pub mod ztna;
 
 pub use audit::{AuditEvent, ChainError, ChainVerifier, GENESIS_HASH};
 pub use bundle::{BundleError, BundlePayload, SignedBundle};

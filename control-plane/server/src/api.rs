@@ -883,6 +883,11 @@ pub async fn publish_policy(
     policy: Policy,
     author: &str,
 ) -> Result<PolicyVersion, ApiError> {
+    // The tunnel peers compiled from remote users and devices go into every version (see
+    // crate::ztna); compiling and storing happen under one lock so that versions follow the
+    // order of the changes they include.
+    let _publishing = crate::ztna::PUBLISH_LOCK.lock().await;
+    let policy = crate::ztna::with_identity_peers(state, tenant_id, policy).await?;
     let policy_json = String::from_utf8(to_canonical_json(&policy).map_err(ApiError::internal)?)
         .map_err(ApiError::internal)?;
     for _ in 0..5 {

@@ -51,6 +51,8 @@
 //! * [`state`] — shared state and the hub of connected edges.
 //! * [`updates`] — firmware updates of the appliance image: upload, offers, device download,
 //!   reports.
+//! * [`ztna`] — remote users, groups, TOTP, client sessions, registered devices, address pools,
+//!   posture and access rules compiled into the tenant's tunnel peers; revocation.
 
 pub mod admin_audit;
 pub mod admins;
@@ -91,6 +93,7 @@ pub mod tls;
 pub mod tls_reload;
 pub mod totp;
 pub mod updates;
+pub mod ztna;
 
 use std::sync::Arc;
 
@@ -267,6 +270,64 @@ pub fn router(state: SharedState) -> Router {
             "/tenants/{tenant_id}/incidents/{incident_id}/report",
             get(incidents::report),
         )
+        .route(
+            "/tenants/{tenant_id}/ztna/settings",
+            get(ztna::get_settings).put(ztna::put_settings),
+        )
+        .route("/tenants/{tenant_id}/ztna/sites", get(ztna::list_sites))
+        .route(
+            "/tenants/{tenant_id}/ztna/sites/{site_id}",
+            put(ztna::put_site),
+        )
+        .route(
+            "/tenants/{tenant_id}/ztna/users",
+            get(ztna::list_users).post(ztna::create_user),
+        )
+        .route(
+            "/tenants/{tenant_id}/ztna/users/{user_id}/groups",
+            put(ztna::put_groups),
+        )
+        .route(
+            "/tenants/{tenant_id}/ztna/users/{user_id}/totp",
+            post(ztna::enrol_totp),
+        )
+        .route(
+            "/tenants/{tenant_id}/ztna/users/{user_id}/disable",
+            post(ztna::disable_user),
+        )
+        .route(
+            "/tenants/{tenant_id}/ztna/users/{user_id}/enable",
+            post(ztna::enable_user),
+        )
+        .route(
+            "/tenants/{tenant_id}/ztna/rules",
+            get(ztna::list_rules).post(ztna::create_rule),
+        )
+        .route(
+            "/tenants/{tenant_id}/ztna/rules/{rule_id}",
+            delete(ztna::delete_rule),
+        )
+        .route("/tenants/{tenant_id}/ztna/devices", get(ztna::list_devices))
+        .route(
+            "/tenants/{tenant_id}/ztna/devices/{device_id}/revoke",
+            post(ztna::revoke_device),
+        )
+        .route(
+            "/tenants/{tenant_id}/ztna/sessions",
+            get(ztna::list_sessions),
+        )
+        .route(
+            "/tenants/{tenant_id}/ztna/sessions/{session_id}/revoke",
+            post(ztna::revoke_session),
+        )
+        .route("/ztna/login", post(ztna::client_login))
+        .route("/ztna/logout", post(ztna::client_logout))
+        .route("/ztna/devices", post(ztna::register_device))
+        .route(
+            "/ztna/devices/{device_id}/posture",
+            put(ztna::report_posture),
+        )
+        .route("/ztna/devices/{device_id}/config", get(ztna::get_config))
         .route("/alerts", get(api::list_alerts))
         .route("/me", get(admins::me))
         .route("/me/password", post(sessions::change_password))

@@ -388,6 +388,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         state.clone(),
         std::time::Duration::from_secs(86_400),
     ));
+    // Sessions expiring and MFA windows lapsing republish the tunnel peers (crate::ztna).
+    tokio::spawn(sase_control::ztna::run_watch(
+        state.clone(),
+        std::time::Duration::from_millis(250),
+    ));
     tokio::spawn(sase_control::rollouts::run_watch(
         state.clone(),
         std::time::Duration::from_millis(500),

@@ -69,6 +69,9 @@ enum Scoping {
     Public,
     /// Devices only (mTLS channel): admin credentials are refused.
     Device,
+    /// Remote-access clients only (`zt_` session tokens of `sase-connect`): admin credentials
+    /// are refused.
+    Client,
     /// The caller's own session, identity or MFA.
     Own,
     /// Acts on the tenant, site, device or admin named in the path (or body).
@@ -191,6 +194,31 @@ fn classify(method: &str, path: &str) -> Option<(Scoping, Option<&'static str>, 
         | ("POST", "/api/tenants/{tenant_id}/incidents/{incident_id}/close") => {
             (Tenant, Some("incidents.manage"), false)
         }
+        ("GET", "/api/tenants/{tenant_id}/ztna/settings")
+        | ("GET", "/api/tenants/{tenant_id}/ztna/sites")
+        | ("GET", "/api/tenants/{tenant_id}/ztna/users")
+        | ("GET", "/api/tenants/{tenant_id}/ztna/rules")
+        | ("GET", "/api/tenants/{tenant_id}/ztna/devices")
+        | ("GET", "/api/tenants/{tenant_id}/ztna/sessions") => (Tenant, Some("policy.read"), true),
+        // Writes republish the tenant's policy: not sampled (tenant A's version count is checked).
+        ("PUT", "/api/tenants/{tenant_id}/ztna/settings")
+        | ("PUT", "/api/tenants/{tenant_id}/ztna/sites/{site_id}")
+        | ("POST", "/api/tenants/{tenant_id}/ztna/users")
+        | ("PUT", "/api/tenants/{tenant_id}/ztna/users/{user_id}/groups")
+        | ("POST", "/api/tenants/{tenant_id}/ztna/users/{user_id}/totp")
+        | ("POST", "/api/tenants/{tenant_id}/ztna/users/{user_id}/disable")
+        | ("POST", "/api/tenants/{tenant_id}/ztna/users/{user_id}/enable")
+        | ("POST", "/api/tenants/{tenant_id}/ztna/rules")
+        | ("DELETE", "/api/tenants/{tenant_id}/ztna/rules/{rule_id}")
+        | ("POST", "/api/tenants/{tenant_id}/ztna/devices/{device_id}/revoke")
+        | ("POST", "/api/tenants/{tenant_id}/ztna/sessions/{session_id}/revoke") => {
+            (Tenant, Some("policy.write"), false)
+        }
+        ("POST", "/api/ztna/login") => (Public, None, false),
+        ("POST", "/api/ztna/logout")
+        | ("POST", "/api/ztna/devices")
+        | ("PUT", "/api/ztna/devices/{device_id}/posture")
+        | ("GET", "/api/ztna/devices/{device_id}/config") => (Client, None, false),
         _ => return None,
     })
 }
@@ -479,6 +507,22 @@ async fn main() -> Result<()> {
                     ("PUT", "/api/tenants/{tenant_id}/audit/retention") => {
                         Some(json!({"months": 18}))
                     }
+                    // Valid remote-access bodies, so that lower roles meet the permission
+                    // check, not the body parser.
+                    ("PUT", "/api/tenants/{tenant_id}/ztna/settings") => {
+                        Some(json!({"session_ttl_secs": 3600}))
+                    }
+                    ("PUT", "/api/tenants/{tenant_id}/ztna/sites/{site_id}") => Some(json!({
+                        "pool": "100.96.0.0/24", "endpoint": "192.0.2.1:51820",
+                        "edge_public_key": "YUjJBhJJSc1XDWciyNQ9L+vBT6afvbvdV7tYPQ+2Tw0="})),
+                    ("PUT", "/api/tenants/{tenant_id}/ztna/users/{user_id}/groups") => {
+                        Some(json!({"groups": []}))
+                    }
+                    ("POST", "/api/tenants/{tenant_id}/ztna/users") => Some(json!({
+                        "username": format!("iso-user-{n}"), "password": PASSWORD})),
+                    ("PUT", "/api/ztna/devices/{device_id}/posture") => Some(json!({"posture": {
+                        "os": "linux", "os_version": "6", "disk_encryption": true,
+                        "screen_lock": true, "firewall": true, "client_version": "0.1.0"}})),
                     ("PUT", _) => Some(Value::String(POLICY_YAML.to_string())),
                     ("POST", "/api/login") => {
                         Some(json!({"username": "iso-a-admin", "password": "wrong"}))
@@ -545,7 +589,9 @@ async fn main() -> Result<()> {
             let leaked_marker = markers.iter().find(|m| text.contains(m.as_str()));
             let refused = matches!(status.as_u16(), 401 | 403 | 404 | 400 | 422);
             let leak = match scoping {
-                Scoping::Tenant | Scoping::Device => !refused || leaked_marker.is_some(),
+                Scoping::Tenant | Scoping::Device | Scoping::Client => {
+                    !refused || leaked_marker.is_some()
+                }
                 Scoping::Public | Scoping::Own | Scoping::Filtered => leaked_marker.is_some(),
             };
             if leak {
