@@ -19,9 +19,12 @@ APT_PACKAGES=(
   rsyslog rsyslog-gnutls openssl
   mmdebstrap qemu-system-x86 ovmf squashfs-tools busybox-static fdisk cpio dosfstools mtools socat
   systemd-boot-efi binutils
+  chromium chromium-driver
 )
 # Extra packages a caller needs (e.g. the WAF comparison scripts): SETUP_EXTRA="nginx wrk".
 read -r -a EXTRA <<< "${SETUP_EXTRA:-}"
+# Node.js and npm for the console's browser tests, from Debian unless a node with npm is there.
+command -v npm >/dev/null 2>&1 || EXTRA+=(nodejs npm)
 APT_PACKAGES+=("${EXTRA[@]}")
 
 missing=()
@@ -58,5 +61,19 @@ if ! cargo deny --version >/dev/null 2>&1; then
   echo "setup: installing cargo-deny $CARGO_DENY_VERSION (compiles for about 6 minutes)"
   cargo install --locked cargo-deny --version "$CARGO_DENY_VERSION" >/dev/null 2>&1 ||
     cargo install cargo-deny --version "$CARGO_DENY_VERSION" >/dev/null
+fi
+# The web console (scripts/build-console.sh): the wasm-bindgen CLI at the version Cargo.lock
+# pins (it must match the library exactly; compiles for a few minutes once).
+WASM_BINDGEN_VERSION=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/"/, "", $3); print $3; exit }' \
+  "$(dirname "$0")/../Cargo.lock")
+if [ "$(wasm-bindgen --version 2>/dev/null | awk '{ print $2 }')" != "$WASM_BINDGEN_VERSION" ]; then
+  echo "setup: installing wasm-bindgen-cli $WASM_BINDGEN_VERSION (compiles for a few minutes)"
+  cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --force >/dev/null
+fi
+# The console's browser tests (tests/console): npm playwright-core only, no browser download
+# (they drive Debian's chromium).
+if [ ! -d "$(dirname "$0")/../tests/console/node_modules/playwright-core" ]; then
+  echo "setup: installing the console tests' npm packages"
+  (cd "$(dirname "$0")/../tests/console" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund >/dev/null)
 fi
 echo "setup: ok"

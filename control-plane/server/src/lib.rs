@@ -20,6 +20,8 @@
 //!   automatic rollback, manual promote and rollback.
 //! * [`siem`] — forwarding each tenant's audit trail to its SIEMs (syslog RFC 5424 over
 //!   TCP/TLS, JSON lines, OCSF), at least once, with a persisted cursor.
+//! * [`console`] — the web console's embedded assets, served at `/` (client routes fall back
+//!   to its `index.html`).
 //! * [`caep`] — continuous access evaluation: the SET push endpoint (RFC 8935), transmitter
 //!   settings, revocations pushed to edges.
 //! * [`inventory`] — the API inventory edges report: shadow and zombie endpoints (API9).
@@ -64,6 +66,7 @@ pub mod auth;
 pub mod backup;
 pub mod caep;
 pub mod channel;
+pub mod console;
 pub mod csrf;
 pub mod diag;
 pub mod drafts;
@@ -106,7 +109,7 @@ use crate::state::SharedState;
 /// Largest request body the API accepts (policy documents are the largest).
 pub const MAX_API_BODY: usize = 2 * 1024 * 1024;
 
-/// The HTTP application: the API under `/api`, health at `/healthz`.
+/// The HTTP application: the API under `/api`, health at `/healthz`, the web console at `/`.
 pub fn router(state: SharedState) -> Router {
     let api = Router::new()
         .route("/login", post(api::login))
@@ -366,6 +369,7 @@ pub fn router(state: SharedState) -> Router {
     Router::new()
         .nest("/api", api)
         .route("/healthz", get(api::healthz))
+        .fallback(console::serve)
         // Requests by route template and status for /metrics (served on the ops listener).
         .route_layer(axum::middleware::from_fn(metrics::track))
         .layer(DefaultBodyLimit::max(MAX_API_BODY))
