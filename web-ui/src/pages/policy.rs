@@ -517,7 +517,7 @@ fn YamlView(props: &YamlProps) -> Html {
     };
     html! {
         <section class="card">
-            <label for="policy-yaml"><h2>{ "YAML" }</h2></label>
+            <h2><label for="policy-yaml">{ "YAML" }</label></h2>
             <p class="muted">{ "Edits here apply to the form as soon as they parse and validate." }</p>
             <textarea id="policy-yaml" class="code" rows="28" spellcheck="false" value={(*text).clone()} oninput={oninput} />
             if !problems.is_empty() {
