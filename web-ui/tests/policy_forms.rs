@@ -257,3 +257,50 @@ fn numbers_and_yaml_round_trip() {
         policy
     );
 }
+
+#[wasm_bindgen_test]
+fn access_rules_are_checked_by_the_model_at_their_field_paths() {
+    use sase_console::pages::policy::access_rules::{build_rule, RuleDraft};
+    let good = RuleDraft {
+        name: "finance-apps".into(),
+        group: "finance".into(),
+        destination: "10.20.0.0/24".into(),
+        protocol: "tcp".into(),
+        ports: "443".into(),
+        mfa_max_age_secs: Some(3600),
+    };
+    let rule = build_rule(&good).expect("valid");
+    assert_eq!(rule.resources.len(), 1);
+    assert_eq!(rule.resources[0].destination.to_string(), "10.20.0.0/24");
+    let paths = |d: &RuleDraft| -> Vec<String> {
+        build_rule(d)
+            .err()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| e.path)
+            .collect()
+    };
+    let host_bits = RuleDraft {
+        destination: "10.20.0.1/24".into(),
+        ..good.clone()
+    };
+    assert_eq!(
+        paths(&host_bits),
+        vec!["resources[0].destination".to_string()]
+    );
+    let icmp_ports = RuleDraft {
+        protocol: "icmp".into(),
+        ..good.clone()
+    };
+    assert_eq!(paths(&icmp_ports), vec!["resources[0].ports".to_string()]);
+    let bad_name = RuleDraft {
+        name: "Finance Apps".into(),
+        ..good.clone()
+    };
+    assert_eq!(paths(&bad_name), vec!["name".to_string()]);
+    let stale = RuleDraft {
+        mfa_max_age_secs: Some(0),
+        ..good
+    };
+    assert_eq!(paths(&stale), vec!["mfa_max_age_secs".to_string()]);
+}

@@ -4,8 +4,10 @@
 //! parsed with `Policy::parse_yaml` as typed); a line diff against the deployed version
 //! ([`diff`]); and the deploy actions: deploy to every edge (`PUT …/policy`), start a canary
 //! (`POST …/policy/rollouts`), promote it, roll back (`POST …/policy/rollback`), with the
-//! latest rollout and the version history.
+//! latest rollout and the version history. The ZTNA access rules (group → networks through the
+//! tunnel) have their own API and card ([`access_rules`]).
 
+pub mod access_rules;
 pub mod diff;
 pub mod fields;
 pub mod forms;
@@ -400,7 +402,10 @@ fn PolicyEditor(props: &EditorProps) -> Html {
             <div class="grid-2">
                 <div role="tabpanel">
                     { match *tab {
-                        Tab::Form => html! { <PolicyForm policy={policy.clone()} errors={errors.clone()} edit={edit} /> },
+                        Tab::Form => html! { <>
+                            <PolicyForm policy={policy.clone()} errors={errors.clone()} edit={edit} />
+                            <access_rules::AccessRules base={format!("/api/tenants/{t}/ztna")} can_write={can_write} />
+                        </> },
                         Tab::Yaml => html! { <YamlView yaml={draft_yaml.clone()} apply={replace} /> },
                         Tab::Diff => diff::view(&deployed_yaml, &draft_yaml),
                     } }
