@@ -140,7 +140,7 @@ tests/e2e/backup-restore.sh
 step "policy signing-key rotation with overlap: announce, activate, the edge retires the old key and refuses bundles signed with it (expects key_rotation failed=0; a few seconds once built)"
 tests/e2e/key-rotation.sh
 
-step "hardening, every part: sign-in throttling and lockout, CSRF, security headers, session revocation, control-plane TLS and certificate reload (SQLite, and PostgreSQL with two replicas); secrets at rest (no key material in the raw SQLite files or a pg_dump, wrong and missing keys refused, modes); metrics, health, JSON logs joined to audit references, edge TLS and reload, diag redaction, file modes, unit sandboxing (expects hardening failed=0; about 45 s once built)"
+step "hardening, every part: sign-in throttling and lockout, CSRF, security headers, session revocation, control-plane TLS and certificate reload (SQLite, and PostgreSQL with two replicas); secrets at rest (no key material in the raw SQLite files or a pg_dump, wrong and missing keys refused, modes); metrics, health, JSON logs joined to audit references, edge TLS and reload, diag redaction, file modes, unit sandboxing; a root edge with its tunnel holds no capability on any thread, NoNewPrivs 1, and still passes tunnel traffic (expects hardening failed=0; about 60 s once built)"
 tests/security/hardening.sh
 
 step "web console component tests: the policy forms in headless chromium (wasm-bindgen-test), each field showing sase-model's validation errors at its path (expects console_component_tests failed=0; about a minute once built)"

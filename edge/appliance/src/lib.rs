@@ -26,7 +26,8 @@
 //!   limits, egress allowlist after DNS resolution (API7).
 //! * [`ops`] — the local ops listener: `/metrics` ([`metrics`]), `/healthz`, `/readyz`;
 //!   `sase_ops::logs` — JSON or text logs with the request id of each request's span; [`diag`] — the
-//!   support bundle; [`perms`] — modes of the data dir and key files at start;
+//!   support bundle; [`perms`] — modes of the data dir and key files at start; [`privs`] —
+//!   capabilities dropped and `no_new_privs` set once the privileged set-up is done;
 //!   [`tls_reload`] — the published listener's TLS settings and certificate reload.
 
 pub mod authz;
@@ -43,6 +44,7 @@ pub mod mtls;
 pub mod ops;
 pub mod perms;
 pub mod policy;
+pub mod privs;
 pub mod proxy;
 pub mod quic;
 pub mod quic_relay;

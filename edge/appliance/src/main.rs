@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context as _};
+use anyhow::{anyhow, bail, Context as _};
 use clap::{Parser, Subcommand};
 use sase_edge::identity::{self, DataDir};
 use sase_edge::policy::PolicyHolder;
@@ -128,10 +128,98 @@ enum Command {
     },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Run { .. }) {
+        // Threads started before main (jemalloc's) would keep their capabilities.
+        sase_edge::privs::single_threaded_or_reexec()?;
+    }
     sase_ops::logs::init(cli.log_format, "info");
+    // `run` opens what needs privileges while this is the process's only thread and then drops
+    // its capabilities, before the runtime (or the tunnel) starts any other thread (edge::privs).
+    let privileged = match &cli.command {
+        Command::Run {
+            http_listen,
+            https_listen,
+            quic_listen,
+            quic_relay_listen,
+            metrics_listen,
+            tunnel,
+            ..
+        } => Some(open_privileged(
+            *http_listen,
+            *https_listen,
+            (*quic_listen, *quic_relay_listen),
+            *metrics_listen,
+            tunnel,
+        )?),
+        _ => None,
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?
+        .block_on(async_main(cli, privileged))
+}
+
+/// What `run` opened with privileges before dropping them.
+struct Privileged {
+    tunnel: Option<sase_edge::tunnel::Opened>,
+    http: Option<tokio::net::TcpSocket>,
+    https: Option<tokio::net::TcpSocket>,
+}
+
+/// The published QUIC port: `--quic-listen`, else port 443 on the HTTPS listener's address.
+fn quic_addr(quic_listen: Option<SocketAddr>, https: SocketAddr) -> SocketAddr {
+    quic_listen.unwrap_or_else(|| SocketAddr::new(https.ip(), 443))
+}
+
+/// Opens the TUN device and binds the tunnel socket and the published TCP listeners, then drops
+/// every capability the rest of the run does not need (`CAP_NET_BIND_SERVICE` stays only when a
+/// socket bound later — the published QUIC port, which follows the policy, the QUIC relay or the
+/// ops listener — is on a privileged port) and sets `no_new_privs`.
+fn open_privileged(
+    http_listen: Option<SocketAddr>,
+    https_listen: Option<SocketAddr>,
+    (quic_listen, quic_relay_listen): (Option<SocketAddr>, Option<SocketAddr>),
+    metrics_listen: SocketAddr,
+    tunnel: &sase_edge::tunnel::TunnelArgs,
+) -> anyhow::Result<Privileged> {
+    if http_listen.is_none() && https_listen.is_none() {
+        bail!("give at least one of --http-listen or --https-listen");
+    }
+    let bind = |addr: SocketAddr| {
+        sase_edge::ratelimit_conn::bind_published_socket(addr)
+            .with_context(|| format!("binding {addr}"))
+    };
+    let opened = Privileged {
+        tunnel: sase_edge::tunnel::open(tunnel)?,
+        http: http_listen.map(bind).transpose()?,
+        https: https_listen.map(bind).transpose()?,
+    };
+    let later: Vec<SocketAddr> = https_listen
+        .map(|a| quic_addr(quic_listen, a))
+        .into_iter()
+        .chain(quic_relay_listen)
+        .chain([metrics_listen])
+        .collect();
+    let keep_bind = sase_edge::privs::bind_needs_capability(
+        &later,
+        sase_edge::privs::system_unprivileged_port_start(),
+    );
+    let report = sase_edge::privs::drop_after_setup(keep_bind)
+        .context("dropping capabilities after the privileged set-up")?;
+    tracing::info!(
+        dropped = %report.dropped.join(","),
+        kept = %report.kept.join(","),
+        bounding_dropped = report.bounding_dropped,
+        no_new_privs = true,
+        "capabilities dropped after set-up"
+    );
+    Ok(opened)
+}
+
+async fn async_main(cli: Cli, privileged: Option<Privileged>) -> anyhow::Result<()> {
     match cli.command {
         Command::Diag {
             out,
@@ -181,7 +269,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Run {
             data_dir,
-            http_listen,
+            http_listen: _,
             https_listen,
             tls_cert,
             tls_key,
@@ -196,13 +284,11 @@ async fn main() -> anyhow::Result<()> {
             metrics_listen,
             tunnel,
         } => {
-            if http_listen.is_none() && https_listen.is_none() {
-                bail!("give at least one of --http-listen or --https-listen");
-            }
+            let privileged = privileged.ok_or_else(|| anyhow!("run without its set-up"))?;
             let dir = DataDir::new(data_dir);
             run(
                 dir,
-                http_listen,
+                privileged,
                 https_listen,
                 tls_cert.zip(tls_key),
                 upstream_timeout_secs,
@@ -225,7 +311,7 @@ async fn main() -> anyhow::Result<()> {
 #[allow(clippy::too_many_arguments)]
 async fn run(
     dir: DataDir,
-    http_listen: Option<SocketAddr>,
+    privileged: Privileged,
     https_listen: Option<SocketAddr>,
     tls_files: Option<(PathBuf, PathBuf)>,
     upstream_timeout_secs: u64,
@@ -276,7 +362,7 @@ async fn run(
     }
     let channel_tls = identity::channel_tls_config(&dir)?;
     // The ZTNA tunnel (UDP + TUN), following the policy's peers; held until shutdown.
-    let _tunnel = sase_edge::tunnel::start(&tunnel, dir.root(), &policy)?;
+    let _tunnel = sase_edge::tunnel::start(privileged.tunnel, &tunnel, dir.root(), &policy)?;
     let batch_signer = Arc::new(identity::BatchSigner::load(&dir)?);
     let upstream = reqwest::Client::builder()
         .pool_idle_timeout(Duration::from_secs(60))
@@ -287,15 +373,15 @@ async fn run(
         .timeout(Duration::from_secs(5))
         .build()?;
     // Bind first so the WAF knows the server addresses and `:0` works for tests.
-    let http_listener = match http_listen {
-        Some(addr) => Some(
-            sase_edge::ratelimit_conn::bind_published(addr)
-                .with_context(|| format!("binding {addr}"))?,
-        ),
-        None => None,
+    // Bound before the capabilities were dropped (open_privileged); listening needs none.
+    let listen = |socket: tokio::net::TcpSocket| {
+        socket
+            .listen(sase_edge::ratelimit_conn::LISTEN_BACKLOG)
+            .context("listening on a published port")
     };
-    let https_listener = match https_listen {
-        Some(addr) => {
+    let http_listener = privileged.http.map(listen).transpose()?;
+    let https_listener = match (https_listen, privileged.https) {
+        (Some(addr), Some(socket)) => {
             let tls = match &tls_files {
                 Some((cert, key)) => listener::load_tls(cert, key)?,
                 None => listener::load_or_create_listener_tls(
@@ -303,11 +389,9 @@ async fn run(
                     &["localhost".to_string(), addr.ip().to_string()],
                 )?,
             };
-            let l = sase_edge::ratelimit_conn::bind_published(addr)
-                .with_context(|| format!("binding {addr}"))?;
-            Some((l, tls))
+            Some((listen(socket)?, tls))
         }
-        None => None,
+        _ => None,
     };
     let edge = Arc::new(Edge {
         identity: identity.clone(),
@@ -358,7 +442,7 @@ async fn run(
         let https_addr = l.local_addr()?;
         urls.push(format!("https://{https_addr}"));
         // QUIC: the published UDP port follows the policy (HTTP/3, ICMP reject, or discard).
-        let quic_addr = quic_listen.unwrap_or_else(|| SocketAddr::new(https_addr.ip(), 443));
+        let quic_addr = quic_addr(quic_listen, https_addr);
         let (port_tx, port_rx) = tokio::sync::oneshot::channel();
         tokio::spawn(sase_edge::quic::run_published(
             edge.clone(),

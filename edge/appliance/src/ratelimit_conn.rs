@@ -69,6 +69,16 @@ pub const LISTEN_BACKLOG: u32 = 4096;
 /// # Errors
 /// When the address cannot be bound.
 pub fn bind_published(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    bind_published_socket(addr)?.listen(LISTEN_BACKLOG)
+}
+
+/// The bind step of [`bind_published`] alone (address reuse on), which needs no tokio runtime:
+/// `sase-edge run` binds its published ports with it before dropping its capabilities
+/// (`crate::privs`), then listens with [`LISTEN_BACKLOG`] inside the runtime.
+///
+/// # Errors
+/// When the address cannot be bound.
+pub fn bind_published_socket(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpSocket> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
@@ -76,7 +86,7 @@ pub fn bind_published(addr: std::net::SocketAddr) -> std::io::Result<tokio::net:
     };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
+    Ok(socket)
 }
 
 /// The soft limit on open file descriptors of this process (`/proc/self/limits`), if known.

@@ -403,25 +403,45 @@ impl TunnelShell {
     }
 }
 
-/// Starts the tunnel when `--tunnel-listen` is given: key, TUN device, socket, threads, and a
-/// task that follows the policy. `Ok(None)` when the tunnel is off.
+/// What the tunnel needs privileges for, opened by [`open`] before `main` drops them
+/// (`crate::privs`): the TUN device with its address (CAP_NET_ADMIN) and the UDP socket.
+pub struct Opened {
+    tun: tun_rs::SyncDevice,
+    socket: UdpSocket,
+}
+
+/// Opens the TUN device and binds the UDP socket when `--tunnel-listen` is given (`Ok(None)`
+/// when the tunnel is off); on the main thread, before the capabilities are dropped.
 ///
 /// # Errors
-/// A bad setting, a key that cannot be read or written, no TUN support or no CAP_NET_ADMIN
-/// (the message says which), or the UDP address cannot be bound.
-pub fn start(
-    args: &TunnelArgs,
-    data_dir: &Path,
-    policy: &Arc<PolicyHolder>,
-) -> anyhow::Result<Option<Arc<TunnelShell>>> {
+/// A bad setting, no TUN support or no CAP_NET_ADMIN (the message says which), or the UDP
+/// address cannot be bound.
+pub fn open(args: &TunnelArgs) -> anyhow::Result<Option<Opened>> {
     let Some(listen) = args.listen else {
         return Ok(None);
     };
     let (addr, prefix) = parse_address(&args.address)?;
-    let key = load_or_create_key(&data_dir.join(KEY_FILE))?;
     let tun = open_tun(args, addr, prefix)?;
     let socket =
         UdpSocket::bind(listen).with_context(|| format!("binding the tunnel listener {listen}"))?;
+    Ok(Some(Opened { tun, socket }))
+}
+
+/// Starts the tunnel opened by [`open`]: key, threads, and a task that follows the policy.
+/// `Ok(None)` when the tunnel is off. Needs no privileges.
+///
+/// # Errors
+/// A key that cannot be read or written.
+pub fn start(
+    opened: Option<Opened>,
+    args: &TunnelArgs,
+    data_dir: &Path,
+    policy: &Arc<PolicyHolder>,
+) -> anyhow::Result<Option<Arc<TunnelShell>>> {
+    let Some(Opened { tun, socket }) = opened else {
+        return Ok(None);
+    };
+    let key = load_or_create_key(&data_dir.join(KEY_FILE))?;
     let local = socket.local_addr()?;
     let core = Tunnel::new(TunnelConfig {
         private_key: key,
