@@ -94,8 +94,10 @@ export async function revokeUser(ctx) {
     body: JSON.stringify({ tenant_id: tenantId, username, password, totp: code }),
   });
   const signedIn = await login(totpAt(secret, stepNow()));
-  assert.equal(signedIn.status, 200, `ZTNA sign-in before revocation: ${await signedIn.text()}`);
-  const session = (await signedIn.json()).session_id;
+  const signedInText = await signedIn.text();
+  assert.equal(signedIn.status, 200, `ZTNA sign-in before revocation: ${signedInText}`);
+  const session = JSON.parse(signedInText).session_id;
+  assert.ok(session);
 
   await row.getByRole('button', { name: `Revoke ${username}` }).click();
   await page.locator('#identities-notice', { hasText: `${username} revoked` }).waitFor({ timeout: READY_MS });
@@ -109,4 +111,30 @@ export async function revokeUser(ctx) {
   assert.equal(refused.status, 403);
   assert.equal((await refused.json()).error, 'user_disabled');
   await shot('identities');
+}
+
+// The incidents page: an incident opened in the UI shows its NIS2 clocks counting down (24 h,
+// 72 h, one month from now), and marking the early warning submitted is recorded.
+export async function openIncident(ctx) {
+  const { page, api, tenantId, nav, shot } = ctx;
+  const title = 'Credential stuffing on the orders API';
+  await nav('Incidents');
+  await page.locator('#incident-title').fill(title);
+  await page.locator('#incident-severity').selectOption('critical');
+  await page.locator('#incident-description').fill('Refused logins from many addresses (console e2e).');
+  await page.getByRole('button', { name: 'Open incident' }).click();
+  const card = page.locator('article.incident', { hasText: title });
+  await card.waitFor({ timeout: READY_MS });
+  const clock = (m) => card.locator(`tr[data-milestone="${m}"] .countdown`);
+  assert.match(await clock('early_warning').textContent(), /^(23h 5\dm|1d 00h 00m) left$/);
+  assert.match(await clock('notification').textContent(), /^(2d 23h 5\dm|3d 00h 00m) left$/);
+  assert.match(await clock('final_report').textContent(), /^(2[7-9]|3[0-1])d \d\dh \d\dm left$/);
+  await card.getByRole('button', { name: 'Mark Early warning (24 h) submitted' }).click();
+  await clock('early_warning').getByText(/^submitted /).waitFor({ timeout: READY_MS });
+  const list = await api('GET', `/api/tenants/${tenantId}/incidents`);
+  const incident = list.json.find((i) => i.title === title);
+  assert.equal(incident.severity, 'critical');
+  assert.ok(incident.milestones.find((m) => m.milestone === 'early_warning').submitted_at_ms > 0);
+  assert.equal(incident.milestones.find((m) => m.milestone === 'notification').submitted_at_ms, null);
+  await shot('incidents');
 }
