@@ -5,8 +5,9 @@
 //!
 //! The tenant's tunnel peers are compiled from these tables by the pure
 //! [`sase_model::ztna::compile`] into every policy version the control plane publishes
-//! ([`with_identity_peers`], called by [`crate::api::publish_policy`]): peers carrying a
-//! `session` are the control plane's, peers without one are the admin's own. Every change here
+//! ([`with_identity_peers`], called by [`crate::api::publish_policy`]): peers whose `session`
+//! and `device` are this module's ids (`zs_…`, `zd_…`) are the control plane's, every other
+//! peer is the admin's own. Every change here
 //! publishes a new signed version and pushes it to the tenant's edges at once ([`republish`]),
 //! so disabling a user removes the live tunnel's peer from the edges within the push time. A
 //! watch ([`run_watch`]) republishes when a session expires or an MFA freshness window lapses.
@@ -160,7 +161,17 @@ async fn live_devices(
     Ok(out)
 }
 
-/// Replaces the control plane's peers (those with a `session`) in `policy` by the tenant's
+/// Whether a peer is one this module compiled (its `session` and `device` are ids of
+/// `ztna_sessions` / `ztna_devices`: `zs_…` / `zd_…`); other peers, identity fields or not, are
+/// the admin's own.
+pub fn is_compiled(peer: &TunnelPeer) -> bool {
+    peer.session
+        .as_deref()
+        .is_some_and(|s| s.starts_with("zs_"))
+        && peer.device.as_deref().is_some_and(|d| d.starts_with("zd_"))
+}
+
+/// Replaces the control plane's peers ([`is_compiled`]) in `policy` by the tenant's
 /// compiled peers at `now`, keeps the admin's own peers, records when the result next changes
 /// on its own, and checks the `tunnel` block (a clash with an admin's peer is refused, 422).
 ///
@@ -186,7 +197,7 @@ pub async fn with_identity_peers(
         .map(|t| t.peers)
         .unwrap_or_default()
         .into_iter()
-        .filter(|p| p.session.is_none())
+        .filter(|p| !is_compiled(p))
         .collect();
     let had_identity = !compiled.is_empty();
     peers.extend(compiled);

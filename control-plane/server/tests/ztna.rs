@@ -64,7 +64,8 @@ async fn users_devices_rules_compile_into_peers_and_revocation_removes_them() {
         &format!("/api/tenants/{tenant}/policy"),
         Some(&admin),
         &json!({"tunnel": {"peers": [{"name": "static", "public_key": STATIC_KEY,
-            "address": "100.96.9.9", "rules": []}]}}),
+            "address": "100.96.9.9", "rules": [],
+            "subject": "svc", "device": "dev-static", "session": "sess-static"}]}}),
     )
     .await
     .expect_status(StatusCode::OK);
@@ -266,7 +267,8 @@ async fn users_devices_rules_compile_into_peers_and_revocation_removes_them() {
         &format!("/api/tenants/{tenant}/policy"),
         Some(&admin),
         &json!({"tunnel": {"peers": [{"name": "static", "public_key": STATIC_KEY,
-            "address": "100.96.9.9", "rules": []}]}}),
+            "address": "100.96.9.9", "rules": [],
+            "subject": "svc", "device": "dev-static", "session": "sess-static"}]}}),
     )
     .await
     .expect_status(StatusCode::OK);
