@@ -134,7 +134,7 @@ SASE_PROFILE=debug SLOWLORIS_KEEPALIVE=1000 SLOWLORIS_ATTACKERS_PER_IP=300 SLOWL
 step "API gateway throughput smoke: edge (JWT ES256, scope, ownership, OpenAPI, rate limit) vs nginx reverse proxy (debug build, 2 s; the figure comes from the release run, docs/PERFORMANCE.md)"
 SASE_PROFILE=debug GATEWAY_PERF_SECONDS=2 GATEWAY_PERF_ROUNDS=1 GATEWAY_PERF_MIN_RATIO=0 tests/perf/gateway.sh
 
-step "control-plane backup and restore onto a fresh data dir: the edge stays enrolled, policy pushes reach it, the audit export verifies (expects backup_restore failed=0; a few seconds once built)"
+step "control-plane backup and restore onto a fresh data dir, on SQLite and on PostgreSQL (pg_dump, pg_restore into a fresh database): the edge stays enrolled, policy pushes reach it, the audit export verifies (expects backup_restore failed=0; about 30 s once built)"
 tests/e2e/backup-restore.sh
 
 step "policy signing-key rotation with overlap: announce, activate, the edge retires the old key and refuses bundles signed with it (expects key_rotation failed=0; a few seconds once built)"

@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 
 use crate::canonical::to_canonical_json;
 use crate::reason::Reason;
@@ -60,6 +61,18 @@ pub enum EventKind {
     /// Logging health: the spool has room again (detail: `dropped=…` or `refused=…`,
     /// `first_ts_ms=… last_ts_ms=… limit=… when_full=…`).
     SpoolRecovered,
+    /// A ZTNA tunnel peer completed its first handshake (no session before); details in
+    /// `tunnel`.
+    TunnelConnect,
+    /// A tunnel peer's session ended (expired without a new handshake, or the peer was
+    /// removed from the policy); details in `tunnel` with the totals of the session.
+    TunnelDisconnect,
+    /// Bytes a tunnel peer sent and received during one summary interval (only intervals with
+    /// traffic); details in `tunnel`.
+    TunnelTraffic,
+    /// Flows of a tunnel peer refused during one summary interval, counted by cause (ACL,
+    /// spoofed source, malformed inner packet); details in `tunnel`.
+    TunnelDenied,
 }
 
 impl EventKind {
@@ -76,6 +89,10 @@ impl EventKind {
             EventKind::UpdateRolledBack => "update_rolled_back",
             EventKind::SpoolFull => "spool_full",
             EventKind::SpoolRecovered => "spool_recovered",
+            EventKind::TunnelConnect => "tunnel_connect",
+            EventKind::TunnelDisconnect => "tunnel_disconnect",
+            EventKind::TunnelTraffic => "tunnel_traffic",
+            EventKind::TunnelDenied => "tunnel_denied",
         }
     }
 }
@@ -151,6 +168,52 @@ pub struct AuditEvent {
     /// otherwise, so events without it hash as they always did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quic: Option<crate::quic::QuicDetails>,
+    /// The ZTNA tunnel identity and counters: on `tunnel_*` events, and on `http_request`
+    /// events of requests that came through a tunnel (the principal). Absent (not null)
+    /// otherwise, so events without it hash as they always did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<TunnelDetails>,
+}
+
+/// The tunnel part of an audit event: who (the peer and the identity the policy bound to it)
+/// and, for summaries, how much. Counters are for the event's interval (`tunnel_traffic`,
+/// `tunnel_denied`) or the whole session (`tunnel_disconnect`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TunnelDetails {
+    /// The peer's name in the policy.
+    pub peer: String,
+    /// The peer's tunnel address.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub address: String,
+    /// The signed-in user the peer is bound to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// The registered device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// The sign-in session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    /// The outer UDP endpoint the peer was last seen at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Length of the summary interval, milliseconds (summaries only).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub interval_ms: u64,
+    /// Bytes received from the peer (UDP payloads).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rx_bytes: u64,
+    /// Bytes sent to the peer.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tx_bytes: u64,
+    /// Refused packets by cause (`acl_denied`, `spoofed_source`, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub denied: BTreeMap<String, u64>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The WAF's part of an audit event: rule ids, messages and scores, never the matched data.
@@ -426,6 +489,7 @@ mod tests {
                     detail: None,
                     waf: None,
                     quic: None,
+                    tunnel: None,
                 };
                 writer.link(&mut event);
                 event

@@ -9,6 +9,7 @@
 //! | `http_request` | HTTP Activity (4002), activity from the method | Network Activity (4) |
 //! | `http_request` on which the WAF matched rules | Detection Finding (2004), activity Create, the request as evidence | Findings (2) |
 //! | `quic_flow` | Network Activity (4001), activity Other | Network Activity (4) |
+//! | `tunnel_connect`, `tunnel_disconnect`, `tunnel_traffic`, `tunnel_denied` | Network Activity (4001), activity Open 1, Close 2, Traffic 6, Refuse 5; the peer's identity as `actor`, its endpoint as `src_endpoint`, bytes as `traffic` | Network Activity (4) |
 //! | `policy_applied`, `policy_rejected`, `update_*` | Device Config State Change (5019), activity Other | Discovery (5) |
 //! | `spool_full`, `spool_recovered` (logging health) | Event Log Activity (1008), activity Other | System Activity (1) |
 //! | anything newer | Base Event (0), activity Other | Uncategorized (0) |
@@ -42,7 +43,11 @@ pub const VENDOR_NAME: &str = "SASE branch edge";
 pub fn class_of(kind: EventKind) -> (u32, &'static str, u32, &'static str) {
     match kind {
         EventKind::HttpRequest => (4002, "HTTP Activity", 4, "Network Activity"),
-        EventKind::QuicFlow => (4001, "Network Activity", 4, "Network Activity"),
+        EventKind::QuicFlow
+        | EventKind::TunnelConnect
+        | EventKind::TunnelDisconnect
+        | EventKind::TunnelTraffic
+        | EventKind::TunnelDenied => (4001, "Network Activity", 4, "Network Activity"),
         EventKind::PolicyApplied
         | EventKind::PolicyRejected
         | EventKind::UpdateInstalled
@@ -88,6 +93,10 @@ pub fn to_ocsf(event: &AuditEvent, event_hash: &str) -> Value {
     let (activity_id, activity_name) = match (&event.kind, &event.http) {
         _ if finding => (1, "Create"),
         (EventKind::HttpRequest, Some(http)) => http_activity(&http.method),
+        (EventKind::TunnelConnect, _) => (1, "Open"),
+        (EventKind::TunnelDisconnect, _) => (2, "Close"),
+        (EventKind::TunnelDenied, _) => (5, "Refuse"),
+        (EventKind::TunnelTraffic, _) => (6, "Traffic"),
         _ => (99, "Other"),
     };
     // Informational for allowed traffic; Medium for a refusal; High when the WAF refused it.
@@ -144,6 +153,36 @@ pub fn to_ocsf(event: &AuditEvent, event_hash: &str) -> Value {
     if let Some(identity) = &event.identity {
         object.insert("actor".into(), json!({ "user": { "uid": identity } }));
     }
+    if let Some(t) = &event.tunnel {
+        let mut user = Map::new();
+        user.insert(
+            "uid".into(),
+            json!(event.identity.clone().unwrap_or_else(|| t.peer.clone())),
+        );
+        if let Some(subject) = &t.subject {
+            user.insert("name".into(), json!(subject));
+        }
+        let mut actor = Map::new();
+        actor.insert("user".into(), Value::Object(user));
+        if let Some(session) = &t.session {
+            actor.insert("session".into(), json!({ "uid": session }));
+        }
+        object.insert("actor".into(), Value::Object(actor));
+        if event.kind != EventKind::HttpRequest {
+            if let Some(endpoint) = &t.endpoint {
+                let ip = endpoint
+                    .parse::<std::net::SocketAddr>()
+                    .map(|a| a.ip().to_string())
+                    .unwrap_or_else(|_| endpoint.clone());
+                object.insert("src_endpoint".into(), json!({ "ip": ip }));
+            }
+            object.insert(
+                "traffic".into(),
+                json!({ "bytes_in": t.rx_bytes, "bytes_out": t.tx_bytes,
+                        "bytes": t.rx_bytes.saturating_add(t.tx_bytes) }),
+            );
+        }
+    }
     if let Some(http) = &event.http {
         object.insert(
             "http_request".into(),
@@ -172,6 +211,12 @@ pub fn to_ocsf(event: &AuditEvent, event_hash: &str) -> Value {
     if let Some(http) = &event.http {
         unmapped.insert("resource".into(), json!(http.resource));
         unmapped.insert("route".into(), json!(http.route));
+    }
+    if let Some(t) = &event.tunnel {
+        unmapped.insert(
+            "tunnel".into(),
+            serde_json::to_value(t).unwrap_or(Value::Null),
+        );
     }
     if let Some(waf) = &event.waf {
         unmapped.insert(
@@ -345,6 +390,7 @@ mod tests {
             detail: None,
             waf: None,
             quic: None,
+            tunnel: None,
         }
     }
 
@@ -394,6 +440,49 @@ mod tests {
         assert_eq!(o["severity_id"], 4);
         assert_eq!(o["status_detail"], "waf_blocked");
         assert_eq!(o["unmapped"]["waf"]["rule_ids"][0], 942100);
+    }
+
+    #[test]
+    fn tunnel_events_are_network_activity_with_the_tunnel_identity() {
+        let mut e = event(Decision::Deny, Reason::TunnelFlowDenied, "");
+        e.kind = EventKind::TunnelDenied;
+        e.http = None;
+        e.identity = Some("tunnel|alice@example.com".into());
+        e.tunnel = Some(crate::audit::TunnelDetails {
+            peer: "alice-laptop".into(),
+            address: "100.96.0.2".into(),
+            subject: Some("alice@example.com".into()),
+            device: Some("dev-7".into()),
+            session: Some("s-1".into()),
+            endpoint: Some("192.0.2.7:40000".into()),
+            interval_ms: 10_000,
+            rx_bytes: 300,
+            tx_bytes: 0,
+            denied: [("acl_denied".to_string(), 3)].into_iter().collect(),
+        });
+        let o = to_ocsf(&e, "h");
+        assert_eq!(
+            (o["class_uid"].clone(), o["activity_id"].clone()),
+            (json!(4001), json!(5))
+        );
+        assert_eq!(o["action_id"], 2);
+        assert_eq!(o["status_detail"], "tunnel_flow_denied");
+        assert_eq!(o["actor"]["user"]["uid"], "tunnel|alice@example.com");
+        assert_eq!(o["actor"]["user"]["name"], "alice@example.com");
+        assert_eq!(o["actor"]["session"]["uid"], "s-1");
+        assert_eq!(o["src_endpoint"]["ip"], "192.0.2.7");
+        assert_eq!(o["traffic"]["bytes_in"], 300);
+        assert_eq!(o["unmapped"]["tunnel"]["device"], "dev-7");
+        assert_eq!(o["unmapped"]["tunnel"]["denied"]["acl_denied"], 3);
+        e.kind = EventKind::TunnelConnect;
+        assert_eq!(to_ocsf(&e, "h")["activity_name"], "Open");
+        // An HTTP request through a tunnel keeps its HTTP class and client address.
+        let mut r = event(Decision::Allow, Reason::Allowed, "GET");
+        r.tunnel = e.tunnel.clone();
+        let o = to_ocsf(&r, "h");
+        assert_eq!(o["class_uid"], 4002);
+        assert_eq!(o["src_endpoint"]["ip"], "10.0.0.9");
+        assert_eq!(o["actor"]["session"]["uid"], "s-1");
     }
 
     #[test]

@@ -132,6 +132,12 @@ pub enum Reason {
     /// Control plane: the console session ended (idle timeout, absolute lifetime, sign-out,
     /// password or MFA change).
     SessionExpired,
+    /// A request to the edge's tunnel listener from a tunnel address that no peer of the
+    /// policy in force holds (the peer was removed, or the address is not a tunnel's).
+    UnknownPeer,
+    /// Tunnel packets dropped by the per-identity ACL (or as spoofed or malformed) during one
+    /// summary interval (`tunnel_denied` events; never an HTTP answer).
+    TunnelFlowDenied,
 }
 
 impl Reason {
@@ -189,6 +195,8 @@ impl Reason {
             Reason::LoginThrottled => "login_throttled",
             Reason::CsrfRefused => "csrf_refused",
             Reason::SessionExpired => "session_expired",
+            Reason::UnknownPeer => "unknown_peer",
+            Reason::TunnelFlowDenied => "tunnel_flow_denied",
         }
     }
 
@@ -244,6 +252,7 @@ impl Reason {
             Reason::AccountLocked | Reason::LoginThrottled => 429,
             Reason::CsrfRefused => 403,
             Reason::SessionExpired => 401,
+            Reason::UnknownPeer | Reason::TunnelFlowDenied => 403,
         }
     }
 }
@@ -292,6 +301,8 @@ mod tests {
             Reason::LoginThrottled,
             Reason::CsrfRefused,
             Reason::SessionExpired,
+            Reason::UnknownPeer,
+            Reason::TunnelFlowDenied,
         ] {
             let json = serde_json::to_string(&reason).expect("json");
             assert_eq!(json, format!("\"{}\"", reason.as_str()));

@@ -1132,6 +1132,7 @@ mod tests {
             detail: None,
             waf: None,
             quic: None,
+            tunnel: None,
         };
         let entry = LogEntry {
             log_index: 9,

@@ -785,6 +785,7 @@ fn event(device: &Device, i: u64) -> AuditEvent {
         detail: None,
         waf: None,
         quic: None,
+        tunnel: None,
     }
 }
 

@@ -83,6 +83,7 @@ impl Edge {
                     detail: None,
                     waf: None,
                     quic: None,
+                    tunnel: None,
                 };
                 self.writer.link(&mut e);
                 e

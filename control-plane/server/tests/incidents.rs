@@ -58,6 +58,7 @@ async fn tenant_with_events(app: &TestApp, token: &str) -> (String, Vec<String>)
                 detail: None,
                 waf: None,
                 quic: None,
+                tunnel: None,
             };
             writer.link(&mut e);
             e

@@ -85,6 +85,7 @@ pub fn policy_event(
         detail: Some(detail),
         waf: None,
         quic: None,
+        tunnel: None,
     }
 }
 

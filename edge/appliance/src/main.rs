@@ -362,7 +362,7 @@ async fn run(
     }
     let channel_tls = identity::channel_tls_config(&dir)?;
     // The ZTNA tunnel (UDP + TUN), following the policy's peers; held until shutdown.
-    let _tunnel = sase_edge::tunnel::start(privileged.tunnel, &tunnel, dir.root(), &policy)?;
+    let tunnel_shell = sase_edge::tunnel::start(privileged.tunnel, &tunnel, dir.root(), &policy)?;
     let batch_signer = Arc::new(identity::BatchSigner::load(&dir)?);
     let upstream = reqwest::Client::builder()
         .pool_idle_timeout(Duration::from_secs(60))
@@ -434,6 +434,11 @@ async fn run(
     tokio::spawn(sase_edge::jwks::run_refresher(edge.clone()));
 
     let mut urls = Vec::new();
+    if let Some(shell) = &tunnel_shell {
+        // Tunnel flows to plain-HTTP resources, redirected by the shell, into the pipeline.
+        let addr = sase_edge::tunnel::serve_http(shell.clone(), edge.clone()).await?;
+        urls.push(format!("tunnel-http://{addr}"));
+    }
     if let Some(l) = http_listener {
         urls.push(format!("http://{}", l.local_addr()?));
         tokio::spawn(listener::serve(l, None, edge.clone()));

@@ -12,8 +12,9 @@
 //! `waf_blocks_total`, `waf_queue_depth`, `audit_spool_depth`,
 //! `audit_upload_lag_seconds`, `policy_version`, `policy_applied`, `listeners_up`,
 //! `tunnel_peers`, `tunnel_rx_bytes_total`, `tunnel_tx_bytes_total`,
-//! `tunnel_handshakes_total` (fed by the tunnel shell through [`tunnel_peers`],
-//! [`tunnel_bytes`], [`tunnel_handshake`]; 0 until it calls them), `build_info{version}`.
+//! `tunnel_handshakes_total`, `tunnel_drops_total{cause}` (fed by the tunnel shell once a
+//! second through [`tunnel_peers`], [`tunnel_bytes`], [`tunnel_handshake`],
+//! [`tunnel_drops`]; 0 without a tunnel), `build_info{version}`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, OnceLock};
@@ -83,16 +84,28 @@ pub fn tunnel_peers(n: u64) {
     TUNNEL.peers.store(n, Ordering::Relaxed);
 }
 
-/// Bytes received from and sent to tunnel peers (UDP payloads).
+/// Bytes received from and sent to tunnel peers (inner packets), more since the last call.
 pub fn tunnel_bytes(rx: u64, tx: u64) {
     TUNNEL.rx_bytes.fetch_add(rx, Ordering::Relaxed);
     TUNNEL.tx_bytes.fetch_add(tx, Ordering::Relaxed);
 }
 
-/// One completed WireGuard handshake.
-pub fn tunnel_handshake() {
-    TUNNEL.handshakes.fetch_add(1, Ordering::Relaxed);
+/// Completed WireGuard handshakes (`n` since the last call).
+pub fn tunnel_handshake(n: u64) {
+    TUNNEL.handshakes.fetch_add(n, Ordering::Relaxed);
 }
+
+/// Tunnel datagrams and packets dropped, by cause (the core's stable snake_case names), `n`
+/// more since the last call. Called by the tunnel shell once a second, not per packet.
+pub fn tunnel_drops(cause: &str, n: u64) {
+    let mut drops = TUNNEL_DROPS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    *drops.entry(cause.to_string()).or_default() += n;
+}
+
+static TUNNEL_DROPS: std::sync::Mutex<std::collections::BTreeMap<String, u64>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
 
 /// Records how long one WAF inspection took (request or response phases).
 pub fn waf_evaluated(took: Duration) {
@@ -218,8 +231,7 @@ pub fn encode(snapshot: &Snapshot) -> String {
         None,
         u64::from(snapshot.listeners_up),
     );
-    // Fed by the tunnel shell through `tunnel_*` above; they read 0 until it calls them (the
-    // series exist so that dashboards and alerts can be written now).
+    // Fed by the tunnel shell through `tunnel_*` above (0 when the edge runs no tunnel).
     gauge_u(
         &mut registry,
         "tunnel_peers",
@@ -247,6 +259,19 @@ pub fn encode(snapshot: &Snapshot) -> String {
         "Completed WireGuard handshakes",
         None,
         TUNNEL.handshakes.load(Ordering::Relaxed),
+    );
+    let drops = Family::<[(&'static str, String); 1], Counter>::default();
+    for (cause, n) in TUNNEL_DROPS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+    {
+        drops.get_or_create(&[("cause", cause.clone())]).inc_by(*n);
+    }
+    registry.register(
+        "tunnel_drops",
+        "Tunnel datagrams and inner packets dropped, by cause (acl_denied, unknown_peer, ...)",
+        drops,
     );
     let info = Family::<[(&'static str, &'static str); 1], Gauge>::default();
     info.get_or_create(&[("version", env!("CARGO_PKG_VERSION"))])
@@ -288,6 +313,13 @@ mod tests {
         assert!(text.contains("sase_edge_audit_upload_lag_seconds 1.5"));
         assert!(text.contains("sase_edge_tunnel_peers 0"));
         assert!(text.contains("sase_edge_tunnel_rx_bytes_total 0"));
+        tunnel_drops("acl_denied", 2);
+        tunnel_drops("acl_denied", 3);
+        let text = encode(&Snapshot::default());
+        assert!(
+            text.contains("sase_edge_tunnel_drops_total{cause=\"acl_denied\"} 5"),
+            "{text}"
+        );
         assert!(text.contains("sase_edge_build_info{version=\""));
         assert!(text.ends_with("# EOF\n"));
     }

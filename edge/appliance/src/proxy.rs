@@ -7,8 +7,11 @@
 //! and the reference id of their audit event.
 //!
 //! Seams for later stages: the WAF request phases run between the verdict and the upstream call
-//! (on the buffered body), the response phase before the answer; a tunnel identity arrives as a
-//! principal next to the bearer token; an HTTP/3 listener feeds the same [`handle`].
+//! (on the buffered body), the response phase before the answer; a request from a ZTNA tunnel
+//! carries a [`crate::tunnel::TunnelCaller`] extension (set by the tunnel HTTP listener) and is
+//! decided with the tunnel peer as the principal instead of a bearer token (`unknown_peer`
+//! when no peer of the policy in force holds the client address); an HTTP/3 listener feeds the
+//! same [`handle`].
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -212,6 +215,8 @@ pub(crate) struct Audit<'a> {
     pub(crate) detail: Option<String>,
     /// Scopes and groups the caller's verified token granted (for dry runs of drafts).
     pub(crate) grants: (Vec<String>, Vec<String>),
+    /// The tunnel identity of a request from a ZTNA tunnel (the principal).
+    pub(crate) tunnel: Option<sase_model::audit::TunnelDetails>,
 }
 
 impl Audit<'_> {
@@ -261,6 +266,7 @@ impl Audit<'_> {
             detail: self.detail.clone(),
             waf: self.waf.clone(),
             quic: None,
+            tunnel: self.tunnel.clone(),
         };
         crate::metrics::request(reason, self.waf.as_ref().is_some_and(|w| w.blocked));
         match self.edge.spool.append(event) {
@@ -326,6 +332,7 @@ pub fn audit_refused_by_parser(
         waf: None,
         detail: None,
         grants: Default::default(),
+        tunnel: None,
     };
     audit.record(reason, reason.http_status(), "", "", None)
 }
@@ -406,7 +413,19 @@ where
         waf: None,
         detail: None,
         grants: Default::default(),
+        tunnel: None,
     };
+    // A request through a ZTNA tunnel (the tunnel listener set who sent it).
+    let tunnel = parts
+        .extensions
+        .get::<crate::tunnel::TunnelCaller>()
+        .cloned();
+    if let Some(caller) = &tunnel {
+        audit.tunnel = caller.peer.as_ref().map(|p| p.details.clone());
+        if caller.peer.is_none() {
+            return audit.deny(Reason::UnknownPeer, "", "", None);
+        }
+    }
     if parts.method == http::Method::GET && parts.uri.path() == sase_gateway::INTERNAL_JWKS_PATH {
         // The public key of the edge's internal tokens (token translation): not a resource.
         return edge.trust.jwks_response();
@@ -477,7 +496,19 @@ where
         .extensions
         .get::<crate::mtls::PeerCertificates>()
         .map(|c| c.0.clone());
-    let mut verdict = {
+    let mut verdict = if let Some(caller) = &tunnel {
+        // The tunnel peer is the principal: no token is read. The resource is the one whose
+        // upstream address the client connected to.
+        match &caller.peer {
+            Some(peer) => sase_gateway::decide_tunnel(
+                &policy.compiled,
+                caller.resource.as_deref().unwrap_or_default(),
+                &request_parts,
+                &peer.principal(),
+            ),
+            None => return audit.deny(Reason::UnknownPeer, "", "", None),
+        }
+    } else {
         let jwks = edge.policy.jwks.read().unwrap_or_else(|p| p.into_inner());
         decide_with_client_cert(
             &policy.compiled,

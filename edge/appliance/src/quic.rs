@@ -185,6 +185,7 @@ pub fn audit_flow(edge: &Edge, reason: Reason, details: QuicDetails) -> bool {
         detail: None,
         waf: None,
         quic: Some(details),
+        tunnel: None,
     };
     match edge.spool.append(event) {
         Ok(_) => true,

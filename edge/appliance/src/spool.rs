@@ -180,6 +180,7 @@ fn health_template() -> AuditEvent {
         detail: None,
         waf: None,
         quic: None,
+        tunnel: None,
     }
 }
 
@@ -544,6 +545,7 @@ mod tests {
             detail: None,
             waf: None,
             quic: None,
+            tunnel: None,
         }
     }
 

@@ -12,9 +12,20 @@
 //!   allowed-IP check and the identity's ACL are written to the TUN device); TUN packets →
 //!   [`Tunnel::on_tun`] (encrypted to the peer whose tunnel address is the destination); a
 //!   100 ms timer → [`Tunnel::on_timer`] plus the status file once a second;
-//! * takes its peers (public key, tunnel address, rules) from the `tunnel` block of the signed
-//!   policy in force and follows every new bundle at once: a removed peer's sessions are gone
-//!   when the bundle is swapped in, its next datagram is dropped (`unknown_index`).
+//! * takes its peers (public key, tunnel address, rules, and the identity bound to them:
+//!   subject, groups, device, session) from the `tunnel` block of the signed policy in force
+//!   and follows every new bundle at once: a removed peer's sessions are gone when the bundle
+//!   is swapped in, its next datagram is dropped (`unknown_index`);
+//! * sends HTTP from tunnels through the WAF + gateway pipeline without privileges at run
+//!   time: decrypted TCP packets to the address and port of a plain-HTTP resource upstream are
+//!   rewritten to the tunnel HTTP listener (`http`, on the tunnel address, `--tunnel-http-port`)
+//!   and its answers rewritten back ([`sase_tunnel::nat`], userspace destination NAT — no
+//!   nftables redirect, so no CAP_NET_ADMIN after the TUN device exists); the listener looks
+//!   the client address up in the peer table (`unknown_peer` otherwise) and the proxy decides
+//!   with the peer as the principal ([`sase_gateway::decide_tunnel`]);
+//! * once a second feeds `/metrics` (peers with a session, bytes, handshakes, drops by cause)
+//!   and writes tunnel audit events to the spool (`events`: connect, disconnect, and every
+//!   `--tunnel-audit-interval` traffic and denied-flow summaries per peer).
 //!
 //! The core sits behind one mutex: one datagram or packet is processed at a time (see the
 //! Tunnel section of docs/PERFORMANCE.md for the measurements; more queues would not help
@@ -26,20 +37,28 @@
 //! default features off except address management.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use sase_model::tunnel::{TunnelAclRule, TunnelPeer, TunnelPolicy};
-use sase_tunnel::{Action, GlobalCounters, PeerConfig, PeerCounters, PeerId, Tunnel, TunnelConfig};
+use sase_tunnel::{
+    Action, GlobalCounters, Nat, NatConfig, NatCounters, NatOutcome, PeerConfig, PeerCounters,
+    PeerId, Tunnel, TunnelConfig,
+};
 use serde::Serialize;
 
 use crate::identity::write_atomic;
-use crate::policy::PolicyHolder;
+use crate::policy::{ActivePolicy, PolicyHolder};
+use crate::proxy::Edge;
+
+mod events;
+mod http;
+pub use http::serve as serve_http;
 
 /// Name of the edge's tunnel private key in the data dir.
 pub const KEY_FILE: &str = "tunnel.key";
@@ -67,6 +86,67 @@ pub struct TunnelArgs {
     /// required), for all peers together.
     #[arg(long = "tunnel-handshake-rate", default_value_t = 1000)]
     pub handshake_rate: u64,
+    /// TCP port of the tunnel HTTP listener, bound to the edge's tunnel address: tunnel flows
+    /// to the address and port of a plain-HTTP resource upstream are redirected to it (in the
+    /// shell, no nftables) and pass the WAF + gateway pipeline with the peer's identity.
+    #[arg(long = "tunnel-http-port", default_value_t = 8480)]
+    pub http_port: u16,
+    /// Seconds between the tunnel's traffic and denied-flow audit summaries.
+    #[arg(long = "tunnel-audit-interval", default_value_t = 60)]
+    pub audit_interval: u64,
+}
+
+/// Who a tunnel peer is, as the policy in force says: what the tunnel HTTP listener hands to
+/// the gateway as the principal and what tunnel audit events carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerIdentity {
+    /// `tunnel|<subject>` (or `tunnel|<peer name>` for a peer without a subject).
+    pub identity: String,
+    /// The subject group membership is checked against (the peer name when none is bound).
+    pub subject: String,
+    /// Groups bound to the peer.
+    pub groups: Vec<String>,
+    /// The audited tunnel part (peer, address, subject, device, session).
+    pub details: sase_model::audit::TunnelDetails,
+}
+
+impl PeerIdentity {
+    fn of(peer: &TunnelPeer) -> PeerIdentity {
+        let subject = peer.subject.clone().unwrap_or_else(|| peer.name.clone());
+        PeerIdentity {
+            identity: format!("tunnel|{subject}"),
+            subject,
+            groups: peer.groups.clone(),
+            details: sase_model::audit::TunnelDetails {
+                peer: peer.name.clone(),
+                address: peer.address.to_string(),
+                subject: peer.subject.clone(),
+                device: peer.device.clone(),
+                session: peer.session.clone(),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// The gateway principal.
+    pub fn principal(&self) -> sase_gateway::TunnelPrincipal<'_> {
+        sase_gateway::TunnelPrincipal {
+            identity: &self.identity,
+            subject: &self.subject,
+            groups: &self.groups,
+        }
+    }
+}
+
+/// Set by the tunnel HTTP listener on every request (a request extension read by
+/// `crate::proxy`): the peer holding the client's tunnel address in the policy in force
+/// (`None`: refused as `unknown_peer`) and the resource whose upstream the client connected to.
+#[derive(Debug, Clone)]
+pub struct TunnelCaller {
+    /// The peer, looked up for each request.
+    pub peer: Option<Arc<PeerIdentity>>,
+    /// The resource, from the NAT mapping of the connection.
+    pub resource: Option<String>,
 }
 
 /// One peer as applied to the core.
@@ -77,6 +157,7 @@ struct Applied {
     address: IpAddr,
     keepalive: Option<u16>,
     rules: Vec<TunnelAclRule>,
+    who: Arc<PeerIdentity>,
 }
 
 /// What one policy change did to the peer table.
@@ -96,6 +177,7 @@ pub struct PeerChanges {
 #[derive(Default)]
 pub struct PeerTable {
     applied: BTreeMap<[u8; 32], Applied>,
+    by_address: BTreeMap<IpAddr, [u8; 32]>,
 }
 
 impl PeerTable {
@@ -134,6 +216,10 @@ impl PeerTable {
                     changes.updated += 1;
                 }
                 a.name = peer.name.clone();
+                let who = PeerIdentity::of(peer);
+                if *a.who != who {
+                    a.who = Arc::new(who);
+                }
                 continue;
             }
             let config = PeerConfig {
@@ -154,6 +240,7 @@ impl PeerTable {
                             address: peer.address,
                             keepalive: peer.persistent_keepalive,
                             rules: peer.rules.clone(),
+                            who: Arc::new(PeerIdentity::of(peer)),
                         },
                     );
                     changes.added += 1;
@@ -164,7 +251,18 @@ impl PeerTable {
                 }
             }
         }
+        self.by_address = self
+            .applied
+            .iter()
+            .map(|(key, a)| (a.address, *key))
+            .collect();
         changes
+    }
+
+    /// The identity of the peer in force holding the tunnel address `addr`.
+    pub fn by_address(&self, addr: IpAddr) -> Option<Arc<PeerIdentity>> {
+        let key = self.by_address.get(&addr)?;
+        self.applied.get(key).map(|a| a.who.clone())
     }
 
     /// Number of peers in force.
@@ -188,6 +286,17 @@ pub struct TunnelShell {
     device: String,
     public_key: String,
     status_path: PathBuf,
+    /// Redirection of tunnel flows to plain-HTTP resources into the tunnel HTTP listener.
+    nat: Mutex<Nat>,
+    /// The request pipeline and spool, once [`serve_http`] ran (tunnel audit events wait
+    /// for it).
+    edge: OnceLock<Arc<Edge>>,
+    /// Connect/disconnect and summaries (`events`).
+    tracker: Mutex<events::Tracker>,
+    audit_interval: Duration,
+    /// Counters already fed to `/metrics`, per peer key (the metrics take increments).
+    metered: Mutex<BTreeMap<[u8; 32], PeerCounters>>,
+    metered_global: Mutex<GlobalCounters>,
 }
 
 /// The status file's content.
@@ -198,6 +307,8 @@ struct Status<'a> {
     public_key: &'a str,
     peers_in_force: usize,
     global: &'a GlobalCounters,
+    nat: NatCounters,
+    nat_flows: usize,
     peers: BTreeMap<String, PeerStatus<'a>>,
 }
 
@@ -228,6 +339,51 @@ fn parse_address(text: &str) -> anyhow::Result<(std::net::Ipv4Addr, u8)> {
         .filter(|p| (8..=30).contains(p))
         .ok_or_else(|| anyhow!("--tunnel-address {text:?}: prefix must be 8-30"))?;
     Ok((addr, prefix))
+}
+
+/// Feeds `/metrics` with what a peer's counters gained since `before`.
+fn meter(before: &PeerCounters, now: &PeerCounters) {
+    crate::metrics::tunnel_bytes(
+        now.rx_bytes.saturating_sub(before.rx_bytes),
+        now.tx_bytes.saturating_sub(before.tx_bytes),
+    );
+    crate::metrics::tunnel_handshake(now.handshakes.saturating_sub(before.handshakes));
+    for (cause, n) in &now.drops {
+        let was = before.drops.get(cause).copied().unwrap_or(0);
+        if *n > was {
+            crate::metrics::tunnel_drops(&cause_name(*cause), n - was);
+        }
+    }
+}
+
+fn cause_name(cause: sase_tunnel::DropCause) -> String {
+    serde_json::to_value(cause)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("{cause:?}"))
+}
+
+/// The NAT's redirected destinations: each resource whose upstream is `http://` with an IPv4
+/// address (first resource wins when several share one).
+fn http_targets(active: &ActivePolicy) -> BTreeMap<SocketAddrV4, String> {
+    let mut targets = BTreeMap::new();
+    for (name, upstream) in active.compiled.resource_upstreams() {
+        let Ok(uri) = upstream.parse::<::http::Uri>() else {
+            continue;
+        };
+        if uri.scheme_str() != Some("http") {
+            continue;
+        }
+        let Some(ip) = uri
+            .host()
+            .and_then(|h| h.parse::<std::net::Ipv4Addr>().ok())
+        else {
+            continue;
+        };
+        let addr = SocketAddrV4::new(ip, uri.port_u16().unwrap_or(80));
+        targets.entry(addr).or_insert_with(|| name.to_string());
+    }
+    targets
 }
 
 /// Loads the tunnel private key, creating it (mode 0600) on first use.
@@ -288,11 +444,13 @@ impl TunnelShell {
         &self.public_key
     }
 
-    /// Applies the `tunnel` block of a policy to the peer table.
-    pub fn apply(&self, policy: Option<&TunnelPolicy>) -> PeerChanges {
+    /// Applies a policy: its `tunnel` block to the peer table, its plain-HTTP resource
+    /// upstreams (`http://a.b.c.d:port`) to the NAT's redirected destinations.
+    pub fn apply(&self, active: Option<&ActivePolicy>) -> PeerChanges {
+        lock(&self.nat).set_targets(active.map(http_targets).unwrap_or_default());
         let mut peers = lock(&self.peers);
         let mut core = self.core();
-        peers.sync(&mut core, policy)
+        peers.sync(&mut core, active.and_then(|p| p.tunnel.as_deref()))
     }
 
     fn perform(&self, actions: Vec<Action>) {
@@ -303,7 +461,11 @@ impl TunnelShell {
                         tracing::trace!(%to, error = %e, "tunnel: send failed");
                     }
                 }
-                Action::Deliver { packet, .. } => {
+                Action::Deliver { mut packet, .. } => {
+                    if lock(&self.nat).inbound(&mut packet, Instant::now()) == NatOutcome::TableFull
+                    {
+                        continue;
+                    }
                     if let Err(e) = self.tun.send(&packet) {
                         tracing::trace!(error = %e, "tunnel: TUN write failed");
                     }
@@ -335,8 +497,10 @@ impl TunnelShell {
         loop {
             match self.tun.recv(&mut buf) {
                 Ok(n) => {
-                    let packet = buf.get(..n).unwrap_or_default();
-                    let actions = self.core().on_tun(packet, Instant::now());
+                    let packet = buf.get_mut(..n).unwrap_or_default();
+                    let now = Instant::now();
+                    lock(&self.nat).outbound(packet, now);
+                    let actions = self.core().on_tun(packet, now);
                     self.perform(actions);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -350,6 +514,7 @@ impl TunnelShell {
 
     fn timer_loop(self: Arc<Self>) {
         let mut last_status = Instant::now() - Duration::from_secs(2);
+        let mut last_summary = Instant::now();
         loop {
             std::thread::sleep(Duration::from_millis(100));
             let now = Instant::now();
@@ -357,9 +522,87 @@ impl TunnelShell {
             self.perform(actions);
             if now.duration_since(last_status) >= Duration::from_secs(1) {
                 last_status = now;
+                lock(&self.nat).expire(now);
+                let summary = now.duration_since(last_summary) >= self.audit_interval;
+                if summary {
+                    last_summary = now;
+                }
+                self.observe(
+                    summary.then(|| u64::try_from(self.audit_interval.as_millis()).unwrap_or(0)),
+                );
                 if let Err(e) = self.write_status(now) {
                     tracing::warn!(error = %e, "tunnel: status file not written");
                 }
+            }
+        }
+    }
+
+    /// Once a second: feeds `/metrics` with the counters' increments and writes the tunnel
+    /// audit events (connect, disconnect, and on summary ticks traffic and denied flows).
+    fn observe(&self, summary_ms: Option<u64>) {
+        let samples: Vec<events::Sample> = {
+            let peers = lock(&self.peers);
+            let core = self.core();
+            let global = core.counters().clone();
+            let mut metered = lock(&self.metered);
+            let mut live = 0;
+            let mut next = BTreeMap::new();
+            let mut samples = Vec::with_capacity(peers.len());
+            for (key, a) in &peers.applied {
+                let Some(counters) = core.peer_counters(a.id) else {
+                    continue;
+                };
+                let session = core.has_session(a.id);
+                live += u64::from(session);
+                let before = metered.remove(key).unwrap_or_default();
+                meter(&before, counters);
+                next.insert(*key, counters.clone());
+                samples.push(events::Sample {
+                    key: *key,
+                    who: a.who.clone(),
+                    session,
+                    endpoint: core.peer_endpoint(a.id).map(|e| e.to_string()),
+                    counters: counters.clone(),
+                });
+            }
+            *metered = next;
+            let mut metered_global = lock(&self.metered_global);
+            for (cause, n) in &global.drops {
+                let was = metered_global.drops.get(cause).copied().unwrap_or(0);
+                if *n > was {
+                    crate::metrics::tunnel_drops(&cause_name(*cause), n - was);
+                }
+            }
+            *metered_global = global;
+            crate::metrics::tunnel_peers(live);
+            samples
+        };
+        let events = lock(&self.tracker).observe(samples, summary_ms);
+        let Some(edge) = self.edge.get() else {
+            return;
+        };
+        let policy_version = edge.policy.snapshot().map_or(0, |p| p.version);
+        for e in events {
+            let event = sase_model::AuditEvent {
+                seq: 0,
+                prev_hash: String::new(),
+                ts_ms: crate::proxy::now_ms(),
+                tenant_id: edge.identity.tenant_id.clone(),
+                device_id: edge.identity.device_id.clone(),
+                kind: e.kind,
+                decision: e.decision,
+                reason: e.reason,
+                reference: crate::proxy::new_reference(),
+                policy_version,
+                identity: Some(e.identity),
+                http: None,
+                detail: None,
+                waf: None,
+                quic: None,
+                tunnel: Some(e.details),
+            };
+            if let Err(err) = edge.spool.append(event) {
+                tracing::warn!(%err, "tunnel audit event not spooled");
             }
         }
     }
@@ -386,12 +629,18 @@ impl TunnelShell {
                 },
             );
         }
+        let (nat, nat_flows) = {
+            let nat = lock(&self.nat);
+            (nat.counters(), nat.len())
+        };
         let status = Status {
             listen: self.local.to_string(),
             device: &self.device,
             public_key: &self.public_key,
             peers_in_force: peers.len(),
             global: core.counters(),
+            nat,
+            nat_flows,
             peers: by_name,
         };
         serde_json::to_string(&status).unwrap_or_default()
@@ -442,6 +691,7 @@ pub fn start(
         return Ok(None);
     };
     let key = load_or_create_key(&data_dir.join(KEY_FILE))?;
+    let (tunnel_ip, _) = parse_address(&args.address)?;
     let local = socket.local_addr()?;
     let core = Tunnel::new(TunnelConfig {
         private_key: key,
@@ -457,10 +707,19 @@ pub fn start(
         device: args.device.clone(),
         public_key,
         status_path: data_dir.join(STATUS_FILE),
+        nat: Mutex::new(Nat::new(NatConfig::new(SocketAddrV4::new(
+            tunnel_ip,
+            args.http_port,
+        )))),
+        edge: OnceLock::new(),
+        tracker: Mutex::new(events::Tracker::default()),
+        audit_interval: Duration::from_secs(args.audit_interval.max(1)),
+        metered: Mutex::new(BTreeMap::new()),
+        metered_global: Mutex::new(GlobalCounters::default()),
     });
     let mut rx = policy.subscribe();
     let first = rx.borrow_and_update().clone();
-    let changes = shell.apply(first.as_ref().and_then(|p| p.tunnel.as_deref()));
+    let changes = shell.apply(first.as_deref());
     tracing::info!(
         added = changes.added,
         "tunnel peers from the policy in force"
@@ -481,7 +740,7 @@ pub fn start(
         tokio::spawn(async move {
             while rx.changed().await.is_ok() {
                 let snapshot = rx.borrow_and_update().clone();
-                let changes = shell.apply(snapshot.as_ref().and_then(|p| p.tunnel.as_deref()));
+                let changes = shell.apply(snapshot.as_deref());
                 tracing::info!(
                     version = snapshot.as_ref().map(|p| p.version),
                     added = changes.added,
@@ -537,6 +796,36 @@ mod tests {
         let alice = core.peer_by_key(&[1; 32]);
         // Same policy: nothing changes, the peer keeps its id (and sessions).
         assert_eq!(table.sync(&mut core, Some(&policy)), PeerChanges::default());
+        // The tunnel HTTP listener finds the identity by tunnel address.
+        let who = table
+            .by_address("100.96.0.2".parse().expect("ip"))
+            .expect("alice");
+        assert_eq!(
+            (who.identity.as_str(), who.subject.as_str()),
+            ("tunnel|alice", "alice")
+        );
+        assert!(table
+            .by_address("100.96.0.9".parse().expect("ip"))
+            .is_none());
+        let mut bound = a.clone();
+        bound.subject = Some("alice@example.com".into());
+        bound.groups = vec!["eng".into()];
+        bound.device = Some("dev-1".into());
+        let policy_bound = TunnelPolicy {
+            peers: vec![bound, b.clone()],
+        };
+        // An identity change is taken in place (same session), not as a new peer.
+        assert_eq!(
+            table.sync(&mut core, Some(&policy_bound)),
+            PeerChanges::default()
+        );
+        let who = table
+            .by_address("100.96.0.2".parse().expect("ip"))
+            .expect("alice");
+        assert_eq!(who.identity, "tunnel|alice@example.com");
+        assert_eq!(who.groups, vec!["eng".to_string()]);
+        assert_eq!(who.details.device.as_deref(), Some("dev-1"));
+        assert_eq!(core.peer_by_key(&[1; 32]), alice);
         // Rules change in place.
         let mut a2 = a.clone();
         a2.rules = vec!["tcp:10.0.0.0/8:22".parse().expect("rule")];

@@ -245,6 +245,7 @@ fn update_event(edge: &Edge, kind: EventKind, reason: Reason, detail: String) ->
         detail: Some(detail),
         waf: None,
         quic: None,
+        tunnel: None,
     }
 }
 

@@ -251,6 +251,67 @@ fn decide_inner(
     allow(Some(identity), subject, Some(verified))
 }
 
+/// A caller identified by the ZTNA tunnel its packets came through (the peer of the policy in
+/// force that holds the client's tunnel address), instead of a bearer token.
+#[derive(Debug, Clone, Copy)]
+pub struct TunnelPrincipal<'a> {
+    /// The audited identity, e.g. `tunnel|alice@example.com`.
+    pub identity: &'a str,
+    /// The subject that group membership (`groups` of the policy) is checked against.
+    pub subject: &'a str,
+    /// The groups the control plane bound to the peer.
+    pub groups: &'a [String],
+}
+
+/// Decides a request that arrived through a ZTNA tunnel for `resource` (the resource whose
+/// upstream address the client connected to): the route by method and path within that
+/// resource, then the route's requirements judged against the tunnel principal — its groups
+/// (or the policy's group members) must cover the route's groups; a route that requires
+/// scopes is refused (`scope_missing`: a tunnel grants no token scopes). No token is read.
+pub fn decide_tunnel(
+    policy: &CompiledPolicy,
+    resource: &str,
+    req: &RequestParts<'_>,
+    principal: &TunnelPrincipal<'_>,
+) -> Verdict {
+    let Some((resource, route)) = policy.find_route_by_resource(resource, req.method, req.path)
+    else {
+        return deny(Reason::RouteNotFound, resource, "", None);
+    };
+    let identity = Some(principal.identity.to_string());
+    if !route.public {
+        if !route.scopes.is_empty() {
+            return deny(Reason::ScopeMissing, &resource.name, &route.id, identity);
+        }
+        let in_group = |group: &String| {
+            principal.groups.contains(group)
+                || policy
+                    .groups
+                    .get(group)
+                    .is_some_and(|members| members.contains(principal.subject))
+        };
+        if !route.groups.iter().all(in_group) {
+            return deny(Reason::GroupMissing, &resource.name, &route.id, identity);
+        }
+    }
+    Verdict::Allow(Allowed {
+        resource: resource.name.clone(),
+        route: route.id.clone(),
+        upstream: resource.upstream.clone(),
+        identity,
+        subject: Some(principal.subject.to_string()),
+        max_body_bytes: resource.max_body_bytes,
+        api: resource.contract.as_ref().map(|c| {
+            ApiHandle::new(
+                c.clone(),
+                Method::from_http(req.method).and_then(|m| route.operation(m)),
+            )
+        }),
+        token: None,
+        guards: route.guards.clone(),
+    })
+}
+
 fn deny(reason: Reason, resource: &str, route: &str, identity: Option<String>) -> Verdict {
     Verdict::Deny(Denied {
         reason,
@@ -386,6 +447,8 @@ fn message(reason: Reason) -> &'static str {
         Reason::LoginThrottled => "too many failed sign-ins; try again later",
         Reason::CsrfRefused => "the request lacks a valid CSRF token or comes from another origin",
         Reason::SessionExpired => "the session has ended; sign in again",
+        Reason::UnknownPeer => "this tunnel address belongs to no peer in force",
+        Reason::TunnelFlowDenied => "the tunnel's rules do not allow this flow",
     }
 }
 

@@ -8,7 +8,8 @@
 //! * [`TokenCache`] — verified tokens by SHA-256, until `exp`, never across a policy or key
 //!   change.
 //! * [`decide`] / [`decide_cached`] — the verdict for one request: route, bearer token, scopes
-//!   and groups.
+//!   and groups; [`decide_tunnel`] — the same for a request from a ZTNA tunnel, whose peer's
+//!   identity and groups are the principal (no token).
 //! * [`replay`] — recorded requests replayed against a draft policy (the control plane's dry
 //!   run); [`token_grants`] — the scopes and groups a token granted, as audited.
 //! * [`error_body`] — the JSON body the shell sends with a refusal.
@@ -53,8 +54,8 @@ pub use contract::{
     ContractViolation, Preflight, ResponsePlan,
 };
 pub use decision::{
-    decide, decide_cached, decide_with_client_cert, error_body, error_body_detail, token_grants,
-    Allowed, Denied, RequestParts, Verdict,
+    decide, decide_cached, decide_tunnel, decide_with_client_cert, error_body, error_body_detail,
+    token_grants, Allowed, Denied, RequestParts, TunnelPrincipal, Verdict,
 };
 pub use egress::{parse_url, refused_class, Destination, EgressViolation};
 pub use error::{CompileError, KeyError};

@@ -354,6 +354,14 @@ impl CompiledPolicy {
         self.resources.iter().map(|r| r.name.as_str())
     }
 
+    /// Name and upstream URL of each resource, in policy order (the tunnel shell redirects
+    /// tunnel flows to plain-HTTP upstream addresses into the pipeline).
+    pub fn resource_upstreams(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.resources
+            .iter()
+            .map(|r| (r.name.as_str(), r.upstream.as_str()))
+    }
+
     /// The route of the resource named `resource` that matches `method` and `path` (the dry
     /// run replays recorded requests by resource name: the host is not recorded).
     pub(crate) fn find_route_by_resource(

@@ -58,6 +58,7 @@
 
 pub mod acl;
 mod core;
+pub mod nat;
 pub mod packet;
 
 pub use crate::core::{
@@ -65,3 +66,4 @@ pub use crate::core::{
     TunnelError,
 };
 pub use acl::Acl;
+pub use nat::{Nat, NatConfig, NatCounters, NatOutcome};

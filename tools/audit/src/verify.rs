@@ -731,6 +731,7 @@ mod tests {
                     detail: None,
                     waf: None,
                     quic: None,
+                    tunnel: None,
                 };
                 let h = writer.link(&mut e);
                 (e, h)

@@ -135,6 +135,7 @@ fn load_device(dir: &std::path::Path, per_device: u64) -> Result<Device> {
                     detail: None,
                     waf: None,
                     quic: None,
+                    tunnel: None,
                 };
                 writer.link(&mut e);
                 e

@@ -959,8 +959,8 @@ async fn backup_restore(args: &Args, r: &mut Report) -> Result<()> {
     write_key_file(&key_file)?;
     std::env::set_var("SASE_SECRETS_KEY_FILE", &key_file);
     let (_app, upstream) = start_demo_app(bins, work)?;
-    let mut stack =
-        Stack::start(bins, work, None, &policy(&upstream, "one"), "127.0.0.1:0").await?;
+    let db = args.database_url.as_deref();
+    let mut stack = Stack::start(bins, work, db, &policy(&upstream, "one"), "127.0.0.1:0").await?;
     std::env::remove_var("SASE_SECRETS_KEY_FILE");
     let client = reqwest::Client::new();
     let before = stored_events(&stack).await?;
@@ -985,13 +985,16 @@ async fn backup_restore(args: &Args, r: &mut Report) -> Result<()> {
     // Backup while the control plane runs.
     let data_dir = work.join("control");
     let backup_dir = work.join("backup");
-    let out = Command::new(bins.join("sase-control"))
-        .arg("backup")
+    let mut cmd = Command::new(bins.join("sase-control"));
+    cmd.arg("backup")
         .arg("--data-dir")
         .arg(&data_dir)
         .arg("--out")
-        .arg(&backup_dir)
-        .output()?;
+        .arg(&backup_dir);
+    if let Some(url) = db {
+        cmd.arg("--database-url").arg(url);
+    }
+    let out = cmd.output()?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     r.check(
         "backup-while-running",
@@ -1004,9 +1007,30 @@ async fn backup_restore(args: &Args, r: &mut Report) -> Result<()> {
     );
     let manifest: Value =
         serde_json::from_slice(&std::fs::read(backup_dir.join("MANIFEST.json"))?)?;
+    // On PostgreSQL the database is not in the backup: pg_dump it alongside, as
+    // docs/OPERATIONS.md says (custom format, restored with pg_restore).
+    let dump = backup_dir.join("control.pgdump");
+    if let Some(url) = db {
+        let out = Command::new("pg_dump")
+            .arg("--format=custom")
+            .arg("--file")
+            .arg(&dump)
+            .arg(url)
+            .output()
+            .context("running pg_dump")?;
+        r.check(
+            "pg-dump-while-running",
+            out.status.success() && dump.exists(),
+            format!(
+                "{} bytes {}",
+                std::fs::metadata(&dump).map_or(0, |m| m.len()),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        );
+    }
     r.check(
         "backup-holds-db-and-tls-not-the-key",
-        manifest["files"]["control.db"].is_string()
+        (db.is_some() || manifest["files"]["control.db"].is_string())
             && manifest["files"]["tls/ca.pem"].is_string()
             && manifest["secrets_key_included"] == false,
         format!(
@@ -1021,6 +1045,12 @@ async fn backup_restore(args: &Args, r: &mut Report) -> Result<()> {
         c.terminate()?;
     }
     std::fs::rename(&data_dir, work.join("control-lost"))?;
+    // On PostgreSQL the database is lost with the machine: drop it, restore the dump into a
+    // new one on a fresh database server's worth of state (same server, new database).
+    let restored_url = match db {
+        Some(url) => Some(restore_pg_dump(url, &dump, r).await?),
+        None => None,
+    };
     let fresh = work.join("fresh-machine/control");
     let out = Command::new(bins.join("sase-control"))
         .arg("restore")
@@ -1031,7 +1061,7 @@ async fn backup_restore(args: &Args, r: &mut Report) -> Result<()> {
         .output()?;
     r.check(
         "restore-onto-fresh-data-dir",
-        out.status.success() && fresh.join("control.db").exists(),
+        out.status.success() && (db.is_some() || fresh.join("control.db").exists()),
         String::from_utf8_lossy(&out.stdout).trim().to_string()
             + &String::from_utf8_lossy(&out.stderr)
                 .chars()
@@ -1042,7 +1072,7 @@ async fn backup_restore(args: &Args, r: &mut Report) -> Result<()> {
     let mut c = start_control(
         bins,
         &fresh,
-        None,
+        restored_url.as_deref(),
         &format!("127.0.0.1:{port}"),
         Some(&key_file),
         &work.join("control-restored.log"),
@@ -1111,6 +1141,41 @@ async fn backup_restore(args: &Args, r: &mut Report) -> Result<()> {
         export_and_verify(&stack, &audit_bin, &work.join("export-after.jsonl")).await?;
     r.check("export-verifies-after-restore", ok, line);
     Ok(())
+}
+
+/// Drops the control plane's database (`url`) and restores `dump` into a new database on the
+/// same server with `pg_restore`; returns the new database's URL.
+async fn restore_pg_dump(url: &str, dump: &Path, r: &mut Report) -> Result<String> {
+    let (server, lost) = url
+        .rsplit_once('/')
+        .ok_or_else(|| anyhow!("no database name in {url}"))?;
+    let admin = sqlx::PgPool::connect(&format!("{server}/template1")).await?;
+    sqlx::query(&format!("DROP DATABASE \"{lost}\" WITH (FORCE)"))
+        .execute(&admin)
+        .await?;
+    let fresh = format!("sase_restored_{}", std::process::id());
+    // From template0: this connection is on template1, the default template.
+    sqlx::query(&format!("CREATE DATABASE \"{fresh}\" TEMPLATE template0"))
+        .execute(&admin)
+        .await?;
+    admin.close().await;
+    let fresh_url = format!("{server}/{fresh}");
+    let out = Command::new("pg_restore")
+        .arg("--dbname")
+        .arg(&fresh_url)
+        .arg("--no-owner")
+        .arg(dump)
+        .output()
+        .context("running pg_restore")?;
+    r.check(
+        "pg-restore-into-fresh-database",
+        out.status.success(),
+        format!(
+            "database {lost} dropped, dump restored into {fresh} {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+    );
+    Ok(fresh_url)
 }
 
 #[tokio::main]
