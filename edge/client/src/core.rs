@@ -9,6 +9,9 @@ use std::time::Instant;
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
 
+/// How often the initiation is repeated until the first handshake completes.
+pub const RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Largest datagram or packet handled (MTU 1420 plus WireGuard overhead, with room).
 pub const BUF: usize = 65_536;
 
@@ -39,6 +42,7 @@ pub struct ClientCore {
     tunn: Tunn,
     buf: Vec<u8>,
     last_handshake: Option<Instant>,
+    last_initiation: Option<Instant>,
     rx_bytes: u64,
     tx_bytes: u64,
     dropped: u64,
@@ -58,6 +62,7 @@ impl ClientCore {
             ),
             buf: vec![0u8; BUF],
             last_handshake: None,
+            last_initiation: None,
             rx_bytes: 0,
             tx_bytes: 0,
             dropped: 0,
@@ -102,19 +107,29 @@ impl ClientCore {
         out
     }
 
-    /// The timer tick (every 100-250 ms): handshakes, rekeys, keepalives.
+    /// The timer tick (every 100-250 ms): handshakes, rekeys, keepalives. Until the first
+    /// handshake completes, the initiation is sent again every [`RETRY`] by this core's own
+    /// `now` (the edge may apply the new peer a moment after registration answers, and
+    /// boringtun's retransmission follows its own clock).
     pub fn on_timer(&mut self, now: Instant) -> Vec<Action> {
-        let out = match self.tunn.update_timers(&mut self.buf) {
+        let mut out = match self.tunn.update_timers(&mut self.buf) {
             TunnResult::WriteToNetwork(d) => vec![Action::Send(d.to_vec())],
             _ => Vec::new(),
         };
         self.note_handshake(now);
+        let due = self
+            .last_initiation
+            .is_none_or(|t| now.saturating_duration_since(t) >= RETRY);
+        if self.last_handshake.is_none() && due {
+            out.extend(self.initiate(now));
+        }
         out
     }
 
-    /// Starts a handshake now (instead of waiting for the first packet).
-    pub fn initiate(&mut self) -> Vec<Action> {
-        match self.tunn.format_handshake_initiation(&mut self.buf, false) {
+    /// Starts (or restarts) a handshake now.
+    pub fn initiate(&mut self, now: Instant) -> Vec<Action> {
+        self.last_initiation = Some(now);
+        match self.tunn.format_handshake_initiation(&mut self.buf, true) {
             TunnResult::WriteToNetwork(d) => vec![Action::Send(d.to_vec())],
             _ => Vec::new(),
         }
@@ -162,6 +177,33 @@ mod tests {
     }
 
     #[test]
+    fn an_unanswered_initiation_is_repeated_by_the_injected_clock() {
+        let (client_priv, _) = key(1);
+        let (_, edge_pub) = key(2);
+        let mut client = ClientCore::new(client_priv, edge_pub, None);
+        let t0 = Instant::now();
+        assert_eq!(client.initiate(t0).len(), 1);
+        let sends = |a: Vec<Action>| {
+            a.iter()
+                .filter(|x| matches!(x, Action::Send(d) if d.len() == 148))
+                .count()
+        };
+        assert_eq!(
+            sends(client.on_timer(t0 + std::time::Duration::from_millis(500))),
+            0
+        );
+        assert_eq!(
+            sends(client.on_timer(t0 + RETRY)),
+            1,
+            "repeated after RETRY"
+        );
+        assert_eq!(
+            sends(client.on_timer(t0 + RETRY + std::time::Duration::from_millis(100))),
+            0
+        );
+    }
+
+    #[test]
     fn handshake_and_data_both_ways_against_a_plain_tunn() {
         let (client_priv, client_pub) = key(1);
         let (edge_priv, edge_pub) = key(2);
@@ -176,7 +218,7 @@ mod tests {
         );
         let now = Instant::now();
         let mut buf = vec![0u8; BUF];
-        let init = client.initiate();
+        let init = client.initiate(now);
         let [Action::Send(init)] = init.as_slice() else {
             panic!("no initiation: {init:?}");
         };

@@ -402,7 +402,7 @@ async fn up(dir: &Path, device_name: &str, tun_name: &str) -> Result<()> {
     })?);
     udp.connect(endpoint)?;
     let core = Arc::new(Mutex::new(ClientCore::new(private, edge_key, Some(25))));
-    carry_out(lock(&core).initiate(), &udp, &tun);
+    carry_out(lock(&core).initiate(Instant::now()), &udp, &tun);
     {
         let (core, udp, tun) = (core.clone(), udp.clone(), tun.clone());
         std::thread::spawn(move || {
