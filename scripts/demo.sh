@@ -8,7 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 ./scripts/setup.sh
-echo "demo: building (release)…"
+echo "demo: building the web console and the binaries (release)…"
+./scripts/build-console.sh
 cargo build --release -q -p sase-control -p sase-edge -p sase-testkit
 BIN=$ROOT/target/release
 
@@ -107,6 +108,7 @@ cat <<TXT
  SASE demo is running (Ctrl-C stops it)
 
  Control plane   $CP            (CA: $CA)
+   web console   $CP/   (sign in with the admin user below)
    admin user    admin
    password      $SASE_ADMIN_PASSWORD
    session       $SESSION

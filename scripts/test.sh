@@ -146,4 +146,7 @@ tests/security/hardening.sh
 step "web console component tests: the policy forms in headless chromium (wasm-bindgen-test), each field showing sase-model's validation errors at its path (expects console_component_tests failed=0; about a minute once built)"
 tests/console/component-tests.sh
 
+step "web console end-to-end in Debian's chromium (playwright-core): sign-in with TOTP, tenant tree, a claim code created in the UI enrols a real edge that comes online, a route's scope changed and deployed from the policy page, a 403 through the edge found in the audit explorer by its reference id, export, a user revoked, decommissioning, a screenshot of every page in docs/screenshots (expects console_e2e failed=0; about 2 minutes once built)"
+tests/console/run.sh
+
 printf '\n=== all checks passed in %ss\n' "$((SECONDS - STARTED))"
