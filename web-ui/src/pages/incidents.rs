@@ -1,5 +1,6 @@
 //! The Incidents page: the selected tenant's incidents with their NIS2 reporting clocks (early
-//! warning 24 h, notification 72 h, final report one month after awareness; computed by the
+//! warning 24 h and notification 72 h after awareness, final report one month after the
+//! notification (or its deadline); computed by the
 //! control plane, `sase_model::incident`), counting down live in the browser every second;
 //! open an incident, record a milestone's submission, close it, download its report.
 
@@ -133,7 +134,7 @@ fn Incidents(props: &Props) -> Html {
     html! {
         <>
             <PageHeader title="Incidents"
-                subtitle="Significant incidents and their NIS2 reporting deadlines: early warning within 24 h, notification within 72 h, final report within one month of awareness." />
+                subtitle="Significant incidents and their NIS2 reporting deadlines: early warning within 24 h, notification within 72 h, final report within one month of the notification." />
             <div class="grid-2">
                 <section aria-labelledby="incidents-title">
                     <h2 id="incidents-title" class="visually-hidden">{ "Incidents" }</h2>
