@@ -51,6 +51,7 @@ LAN_OTHER=10.77.0.11
 TUN_ADDR=100.96.0.2
 REPLAY_ADDR=100.96.0.3
 PORT=51820
+METRICS_PORT=$((20000 + ID % 20000))
 WORK=$(mktemp -d /tmp/sase-ztna.XXXXXX)
 chmod 755 "$WORK"
 STACK_PID=
@@ -148,19 +149,29 @@ policy() { # policy <with client peer: 1|0>
   if [ "$1" = 1 ]; then
     client=$(jq -nc --arg k "$(cat "$WORK/client.pub")" --arg a "$TUN_ADDR" --arg srv "$LAN_SRV/32" \
       '{name: "alice-laptop", public_key: $k, address: $a,
-        rules: [{destination: $srv, protocol: "icmp"}, {destination: $srv, protocol: "tcp", ports: "8080"}]}')
+        rules: [{destination: $srv, protocol: "icmp"}, {destination: $srv, protocol: "tcp", ports: "8080"}],
+        subject: "alice@example.com", groups: ["eng"], device: "dev-alice", session: "sess-alice"}')
   fi
   jq -n --argjson client "${client:-null}" --arg k "$(cat "$WORK/replay.pub")" --arg a "$REPLAY_ADDR" \
-    '{tunnel: {peers: (([$client] | map(select(. != null))) + [{name: "probe", public_key: $k, address: $a, rules: []}])}}'
+    '{tunnel: {peers: (([$client] | map(select(. != null))) + [{name: "probe", public_key: $k, address: $a, rules: []}])}}' |
+    jq --arg up "http://$LAN_SRV:8080" '. + ($ENV.ZTNA_HTTP_RESOURCE | fromjson | .upstream = $up | {issuers: [.issuer], resources: [del(.issuer)]})'
 }
+# An http resource on the LAN server (tests/e2e/ztna-http.sh): `/` for group eng, `/admin` for
+# group admins; tunnel flows to its upstream pass the WAF + gateway with the peer's identity.
+export ZTNA_HTTP_RESOURCE='{"issuer": {"id": "idp", "issuer": "https://idp.example", "audiences": ["lan-app"],
+  "algorithms": ["EdDSA"], "keys": {"jwks_url": "https://idp.example/jwks.json"}},
+  "name": "lan-app", "issuers": ["idp"], "routes": [
+  {"id": "home", "methods": ["GET"], "path": "/", "groups": ["eng"]},
+  {"id": "admin", "methods": ["GET"], "path": "/admin", "groups": ["admins"]}]}'
 policy 1 >"$WORK/policy-1.json"
 policy 0 >"$WORK/policy-revoked.json"
 
 # --- control plane + edge in the edge namespace ---------------------------------------------------
 mkfifo "$WORK/cmd"
-ip netns exec "$NS_E" "$BINS/sase-ztna-stack" --bin-dir "$BINS" --work-dir "$WORK/stack" \
+ip netns exec "$NS_E" env SASE_TLS_NAMES="$EDGE_IP" "$BINS/sase-ztna-stack" --bin-dir "$BINS" --work-dir "$WORK/stack" \
   --policy "$WORK/policy-1.json" --edge-arg=--tunnel-listen="$EDGE_IP:$PORT" \
-  --edge-arg=--tunnel-handshake-rate=50 <"$WORK/cmd" >"$WORK/stack.out" 2>"$WORK/stack.err" &
+  --edge-arg=--tunnel-handshake-rate=50 --edge-arg=--tunnel-audit-interval=2 \
+  --edge-arg=--metrics-listen=127.0.0.1:$METRICS_PORT <"$WORK/cmd" >"$WORK/stack.out" 2>"$WORK/stack.err" &
 STACK_PID=$!
 exec 3>"$WORK/cmd"
 if ! wait_for 120 grep -q '^ready' "$WORK/stack.out"; then
@@ -247,6 +258,11 @@ check "counters: the replayed initiation counted (probe handshake_replay >= 1)" 
 check "counters: cookie replies counted by the edge" wait_for 5 stat_at_least '.global.cookie_replies' 1
 check "counters: ACL denials (port, host) and spoofed sources counted" \
   wait_for 5 bash -c "[ \$(jq '.peers[\"alice-laptop\"].counters.drops.acl_denied // 0' '$STATUS') -ge 3 ] && [ \$(jq '.peers[\"alice-laptop\"].counters.drops.spoofed_source // 0' '$STATUS') -ge 2 ]"
+
+# --- HTTP through the WAF + gateway with the tunnel identity, tunnel audit events, /metrics -------
+# shellcheck source=tests/e2e/ztna-http.sh
+. tests/e2e/ztna-http.sh
+# ------------------------------------------------------------------------------------------------
 
 # --- revocation: a policy version without the peer --------------------------------------------------
 # -D stamps each line with the wall clock, -O reports each ping unanswered when the next is due.
