@@ -296,6 +296,12 @@ check "revoked peer: its datagrams are dropped as unknown (unknown_index or unkn
 check "the edge holds one peer (the probe) after the push" wait_for 5 stat_at_least '.peers_in_force' 1
 check "the edge holds no peer alice-laptop" bash -c "[ \$(jq '.peers | has(\"alice-laptop\")' '$STATUS') = false ] && [ \$(jq '.peers_in_force' '$STATUS') -eq 1 ]"
 
+# --- identity binding (users, TOTP, devices, posture, revocation by disabling the user) -----------
+# Sets REVOCATION_MS to the user-disable figure (the policy-push figure above is printed).
+# shellcheck source=tests/e2e/ztna-identity.sh
+. tests/e2e/ztna-identity.sh
+# ------------------------------------------------------------------------------------------------
+
 echo "quit" >&3
 echo "--- edge tunnel counters:"
 jq -c '{global: .global, peers: (.peers | map_values(.counters))}' "$STATUS" | sed 's/^/     /'

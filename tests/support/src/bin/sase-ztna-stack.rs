@@ -5,6 +5,10 @@
 //!
 //! * `put <policy.json>` — publishes the policy; prints `pushed unix_ms=<ms before the PUT>
 //!   version=<v>`, then `applied version=<v> ms=<from the PUT to the device's report>`;
+//! * `api <METHOD> <path> [<body.json>]` — an admin API call (identity binding: users, rules,
+//!   revocations); prints `api sent_unix_ms=<ms before the call> status=<code> body=<JSON on
+//!   one line>`;
+//! * `info` — prints `info tenant=<id> cp=<control-plane URL>`;
 //! * `quit` (or end of input) — stops the edge and the control plane.
 //!
 //! Run it inside the edge's network namespace (`ip netns exec`): the control plane listens on
@@ -99,6 +103,22 @@ async fn main() -> Result<()> {
                     .map_err(|e| anyhow!("{e}"))?;
                 println!("applied version={version} ms={}", t.elapsed().as_millis());
             }
+            (Some("api"), Some(method)) => {
+                let path = words.next().unwrap_or("/");
+                let body = words
+                    .next()
+                    .map(|f| read_policy(std::path::Path::new(f)))
+                    .transpose()?;
+                let method = reqwest::Method::from_bytes(method.as_bytes())?;
+                let sent = unix_ms();
+                let (status, answer) = stack.api_json(method, path, body).await?;
+                println!(
+                    "api sent_unix_ms={sent} status={} body={}",
+                    status.as_u16(),
+                    serde_json::to_string(&answer)?
+                );
+            }
+            (Some("info"), _) => println!("info tenant={} cp={}", stack.tenant_id, stack.cp),
             (Some("quit"), _) => break,
             (None, _) => {}
             _ => println!("error unknown command {line:?}"),
