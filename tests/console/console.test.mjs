@@ -300,6 +300,10 @@ test('revoke a user from the identities page', async () => {
   await partB.revokeUser(partBContext());
 });
 
+test('open an incident and follow its NIS2 deadlines on the incidents page', async () => {
+  await partB.openIncident(partBContext());
+});
+
 test('decommission the device from the devices page', async () => {
   await nav('Devices');
   const row = page.locator('#devices tbody tr', { hasText: EDGE_NAME });
