@@ -228,6 +228,36 @@ fn read_segment(path: &Path) -> Result<Vec<AuditEvent>, SpoolError> {
     Ok(events)
 }
 
+/// Checks that a segment's events continue the sequence numbers of the segments before it
+/// (`expected`: the next number, `None` before the first event): the spool only ever appends
+/// `head + 1` and deletes whole segments from the front, so anything else is damage — refused
+/// here rather than met later as a wrapped counter or a chain that jumps.
+fn check_sequence(
+    path: &Path,
+    events: &[AuditEvent],
+    expected: &mut Option<u64>,
+) -> Result<(), SpoolError> {
+    for (i, event) in events.iter().enumerate() {
+        let fits = match *expected {
+            Some(next) => event.seq == next,
+            None => event.seq >= 1,
+        };
+        let next = event.seq.checked_add(1).filter(|_| fits);
+        let Some(next) = next else {
+            return Err(SpoolError::Damaged {
+                path: path.display().to_string(),
+                line: i + 1,
+                why: match *expected {
+                    Some(want) => format!("event {} has seq {}, expected {want}", i + 1, event.seq),
+                    None => format!("event {} has seq {}", i + 1, event.seq),
+                },
+            });
+        };
+        *expected = Some(next);
+    }
+    Ok(())
+}
+
 /// Cuts a torn (unterminated) last line left by a crash mid-write.
 fn repair_tail(path: &Path) -> Result<(), SpoolError> {
     let bytes = std::fs::read(path)?;
@@ -260,12 +290,16 @@ impl Spool {
         paths.sort();
         let mut segments = VecDeque::new();
         let mut head = (0, GENESIS_HASH.to_string());
-        let count = paths.len();
-        for (i, path) in paths.into_iter().enumerate() {
-            if i + 1 == count {
-                repair_tail(&path)?;
-            }
+        let mut expected = None;
+        for path in paths {
+            // A crash tears at most the last line of the newest segment; cutting an
+            // unterminated line in any segment also keeps the next append from being glued to
+            // it (found by the spool_segments fuzz target: a head segment without its final
+            // newline, followed by empty ones). A cut line in an older segment leaves a gap in
+            // the sequence, which check_sequence refuses.
+            repair_tail(&path)?;
             let events = read_segment(&path)?;
+            check_sequence(&path, &events, &mut expected)?;
             let (Some(first), Some(last)) = (events.first(), events.last()) else {
                 // An empty segment (crash right after rotation) carries nothing.
                 std::fs::remove_file(&path)?;
@@ -612,6 +646,40 @@ mod tests {
         assert_eq!(spool.head_seq(), 5);
         spool.append(event(6)).expect("append");
         verify_chain("d", &spool.read_after(0, 100).expect("read")).expect("intact");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_spool_whose_sequence_numbers_jump_or_cannot_continue_is_refused() {
+        let dir = temp_dir("jump");
+        {
+            let spool = Spool::open(&dir).expect("open");
+            for n in 0..3 {
+                spool.append(event(n)).expect("append");
+            }
+        }
+        let path = segment_path(&dir, 1);
+        let text = std::fs::read_to_string(&path).expect("read");
+        let jumped = text.replacen("\"seq\":2", "\"seq\":7", 1);
+        assert_ne!(jumped, text);
+        std::fs::write(&path, jumped).expect("write");
+        let err = Spool::open(&dir).err().expect("a jump is refused");
+        assert!(err.to_string().contains("has seq 7, expected 2"), "{err}");
+        // The last possible number leaves no room for the next event.
+        let last = text.replacen("\"seq\":1", &format!("\"seq\":{}", u64::MAX), 1);
+        std::fs::write(&path, last).expect("write");
+        let err = Spool::open(&dir).err().expect("u64::MAX is refused");
+        assert!(err.to_string().contains("is damaged"), "{err}");
+        std::fs::write(&path, &text).expect("write");
+        assert_eq!(Spool::open(&dir).expect("intact again").head_seq(), 3);
+        // The head segment without its final newline, an empty newer one after it: the torn
+        // line is cut and the next event continues from the last whole one.
+        std::fs::write(&path, text.trim_end()).expect("write");
+        std::fs::write(segment_path(&dir, 4), "").expect("write");
+        let spool = Spool::open(&dir).expect("torn head segment repaired");
+        assert_eq!(spool.head_seq(), 2);
+        assert_eq!(spool.append(event(9)).expect("append"), 3);
+        assert_eq!(spool.read_after(0, 10).expect("reads back").len(), 3);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
