@@ -260,6 +260,8 @@ fn require_operator(admin: &Admin) -> Result<(), ApiError> {
 ///
 /// # Errors
 /// 403 for anyone but an owner of the default MSP.
+#[utoipa::path(get, path = "/api/signing-keys",
+    responses((status = 200, body = SigningKeysStatus), (status = 403, body = crate::error::ErrorBody)))]
 pub async fn status(
     State(state): State<SharedState>,
     admin: Admin,
@@ -272,6 +274,9 @@ pub async fn status(
 ///
 /// # Errors
 /// 403 as above, 409 when a next key is already announced, store failures.
+#[utoipa::path(post, path = "/api/signing-keys/next",
+    responses((status = 201, body = SigningKeysStatus), (status = 403, body = crate::error::ErrorBody),
+        (status = 409, body = crate::error::ErrorBody)))]
 pub async fn announce(
     State(state): State<SharedState>,
     admin: Admin,
@@ -332,6 +337,9 @@ pub async fn announce(
 ///
 /// # Errors
 /// 403 as above, 409 when no next key is announced, store failures.
+#[utoipa::path(post, path = "/api/signing-keys/activate",
+    responses((status = 200, body = SigningKeysStatus), (status = 403, body = crate::error::ErrorBody),
+        (status = 409, body = crate::error::ErrorBody)))]
 pub async fn activate(
     State(state): State<SharedState>,
     admin: Admin,

@@ -356,15 +356,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/updates/{update_id}/offer", post(updates::offer))
         .route("/updates/{update_id}/devices", get(updates::status))
         .route("/edge/updates/{update_id}", get(updates::download))
-        .route(
-            "/openapi.json",
-            get(|| async {
-                (
-                    [(axum::http::header::CONTENT_TYPE, "application/json")],
-                    openapi::document_json(),
-                )
-            }),
-        )
+        .route("/openapi.json", get(openapi::serve))
         .fallback(|| async { error::ApiError::not_found("no such API endpoint") });
     Router::new()
         .nest("/api", api)

@@ -181,6 +181,11 @@ fn require_msp(admin: &Admin) -> Result<(), ApiError> {
 ///
 /// # Errors
 /// 403 for non-MSP admins, 400 when the body is not an update bundle.
+#[utoipa::path(post, path = "/api/updates",
+    request_body(content = Vec<u8>, content_type = "application/octet-stream",
+        description = "the vendor-signed update bundle file"),
+    responses((status = 201, body = Object), (status = 400, body = crate::error::ErrorBody),
+        (status = 403, body = crate::error::ErrorBody)))]
 pub async fn upload(
     State(state): State<SharedState>,
     admin: Admin,
@@ -230,6 +235,8 @@ pub async fn upload(
 ///
 /// # Errors
 /// 403 for non-MSP admins.
+#[utoipa::path(get, path = "/api/updates",
+    responses((status = 200, body = [Object]), (status = 403, body = crate::error::ErrorBody)))]
 pub async fn list(admin: Admin) -> Result<Json<Vec<UpdateRecord>>, ApiError> {
     require_msp(&admin)?;
     let reg = registry()?;
@@ -273,6 +280,11 @@ pub struct Offered {
 ///
 /// # Errors
 /// 404 for an unknown update or a device outside the caller's scope.
+#[utoipa::path(post, path = "/api/updates/{update_id}/offer",
+    params(("update_id" = String, Path, description = "update id")),
+    request_body = Object,
+    responses((status = 200, body = [Object]), (status = 400, body = crate::error::ErrorBody),
+        (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn offer(
     State(state): State<SharedState>,
     admin: Admin,
@@ -339,6 +351,10 @@ pub async fn offer(
 ///
 /// # Errors
 /// 404 for an unknown update.
+#[utoipa::path(get, path = "/api/updates/{update_id}/devices",
+    params(("update_id" = String, Path, description = "update id")),
+    responses((status = 200, body = [Object]), (status = 403, body = crate::error::ErrorBody),
+        (status = 404, body = crate::error::ErrorBody)))]
 pub async fn status(
     admin: Admin,
     UrlPath(id): UrlPath<String>,
@@ -363,6 +379,11 @@ pub async fn status(
 /// # Errors
 /// 401 without a certificate, 403 for an unknown or decommissioned device, 404 when the update
 /// was not offered to it.
+#[utoipa::path(get, path = "/api/edge/updates/{update_id}",
+    params(("update_id" = String, Path, description = "update id")),
+    responses((status = 200, content_type = "application/octet-stream",
+        description = "the update bundle"), (status = 401, body = crate::error::ErrorBody),
+        (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn download(
     State(state): State<SharedState>,
     Extension(conn): Extension<ConnInfo>,
