@@ -219,6 +219,18 @@ fn classify(method: &str, path: &str) -> Option<(Scoping, Option<&'static str>, 
         | ("POST", "/api/ztna/devices")
         | ("PUT", "/api/ztna/devices/{device_id}/posture")
         | ("GET", "/api/ztna/devices/{device_id}/config") => (Client, None, false),
+        ("GET", "/api/openapi.json") => (Public, None, false),
+        // The operator's own keys and firmware: owners of the operator's MSP (signing keys) or
+        // MSP admins (updates) only; every customer credential is refused. Not sampled (an
+        // announce or activate would rotate the key under the rest of the run).
+        ("GET", "/api/signing-keys")
+        | ("POST", "/api/signing-keys/next")
+        | ("POST", "/api/signing-keys/activate")
+        | ("GET", "/api/updates")
+        | ("POST", "/api/updates")
+        | ("POST", "/api/updates/{update_id}/offer")
+        | ("GET", "/api/updates/{update_id}/devices") => (Tenant, Some("policy.write"), false),
+        ("GET", "/api/edge/updates/{update_id}") => (Device, None, false),
         _ => return None,
     })
 }
@@ -568,6 +580,10 @@ async fn main() -> Result<()> {
                     }
                     ("POST", "/api/tenants/{tenant_id}/incidents/{incident_id}/close") => {
                         Some(json!({"note": "iso"}))
+                    }
+                    // A valid body, so that lower roles meet the permission check.
+                    ("POST", "/api/updates/{update_id}/offer") => {
+                        Some(json!({"devices": ["dev_iso"]}))
                     }
                     ("POST", _) => Some(json!({})),
                     _ => None,
