@@ -35,8 +35,9 @@
 //! boringtun does **not** accept an injected clock: its session timers, handshake
 //! retransmission, TAI64N timestamps, cookie secret rotation and rate-limiter resets read its
 //! own monotonic clock (`sleepyinstant`, CLOCK_BOOTTIME on Linux). Its `mock-instant` feature
-//! swaps that clock for the thread-local `mock_instant::MockClock`; the tests enable it (as a
-//! dev-dependency feature only) and advance it together with their `now`, which is how rekeys
+//! swaps that clock for the thread-local `mock_instant::MockClock`; the tests in
+//! `edge/tunnel/clock-tests/` (a workspace of their own, so that feature never reaches a product
+//! binary through cargo's feature unification) enable it and advance it together with their `now`, which is how rekeys
 //! after REKEY_AFTER_TIME are tested in simulated time. Production builds keep the real clock.
 //!
 //! ## boringtun version: 0.7.1
@@ -51,7 +52,7 @@
 //!   returns a `Result`) and `AtomicUsize` → `portable_atomic::AtomicU64` for the sending
 //!   counter; the timer and session logic is the same text.
 //! * Upstream issue 495 (sessions one-way deaf 15-30 s after a handshake with 0.7.1, none
-//!   with 0.6.0, root cause not identified) is guarded by tests: `tests/core.rs` runs sessions
+//!   with 0.6.0, root cause not identified) is guarded by tests: `clock-tests/tests/core.rs` runs sessions
 //!   over twenty simulated minutes (ten rekeys, pings every second and every 7 s, every one
 //!   answered), and `tests/e2e/tunnel-interop.sh` with `TUNNEL_SOAK_SECONDS=600` pings through
 //!   a real wireguard-go peer once a second across rekeys and reports any stall.
