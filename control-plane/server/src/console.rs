@@ -3,9 +3,12 @@
 //! * `/<file>` answers the embedded file (`sase_console.js`, `sase_console_bg.wasm`,
 //!   `console.css`, …) with its content type and `Cache-Control: no-cache` (the names carry no
 //!   hash, so browsers revalidate).
-//! * Any other path outside `/api` (client-side routes such as `/devices`) answers
-//!   `index.html`: the console's router picks the page.
-//! * When the console was not built, every such path answers a short page saying how to build
+//! * The console's client-side routes (`/`, `/devices`, … — [`CLIENT_ROUTES`], the `#[at]` paths of
+//!   `web-ui/src/routes.rs`) answer `index.html` with the control plane's default
+//!   `Cache-Control: no-store`: the console's router picks the page.
+//! * Any other path answers 404 `not_found`: the API port is not a catch-all (e.g. `/metrics`
+//!   is served only on the loopback metrics listener, and a probe for it here must see 404).
+//! * When the console was not built, the client routes answer a short page saying how to build
 //!   it. `/api/*` never reaches this module (the API has its own fallback).
 
 use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
@@ -20,6 +23,27 @@ const NOT_BUILT: &str = "<!doctype html><html lang=\"en\"><head><meta charset=\"
 <p>This control plane was compiled without the console's assets. Build them with \
 <code>scripts/build-console.sh</code> (it writes <code>web-ui/dist/</code>), then rebuild \
 <code>sase-control</code>. The API is served under <code>/api</code>.</p></body></html>";
+
+/// First path segments of the console's client-side routes (`web-ui/src/routes.rs`; a unit test
+/// keeps the two lists equal).
+pub const CLIENT_ROUTES: &[&str] = &[
+    "",
+    "sign-in",
+    "tenants",
+    "devices",
+    "policy",
+    "identities",
+    "audit",
+    "incidents",
+    "charts",
+    "404",
+];
+
+/// True when `path` is one of the console's pages (its first segment names a client route).
+fn is_client_route(path: &str) -> bool {
+    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    CLIENT_ROUTES.contains(&first)
+}
 
 /// The asset a request path names, if embedded.
 pub fn asset(path: &str) -> Option<(&'static str, &'static [u8])> {
@@ -45,14 +69,27 @@ pub async fn serve(method: Method, uri: Uri) -> Response {
         )
         .into_response();
     }
-    let (content_type, body) = match asset(uri.path()).or_else(|| asset("index.html")) {
-        Some(found) => found,
-        None => ("text/html; charset=utf-8", NOT_BUILT.as_bytes()),
-    };
+    if let Some((content_type, body)) = asset(uri.path()).filter(|_| uri.path() != "/") {
+        let mut response = (StatusCode::OK, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        return response;
+    }
+    if !is_client_route(uri.path()) {
+        return crate::error::ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no console page or file at this path (the API is under /api)",
+        )
+        .into_response();
+    }
+    let (content_type, body) =
+        asset("index.html").unwrap_or(("text/html; charset=utf-8", NOT_BUILT.as_bytes()));
     let mut response = (StatusCode::OK, body).into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 
@@ -77,6 +114,24 @@ mod tests {
         }
         let post = serve(Method::POST, Uri::from_static("/devices")).await;
         assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
+        for path in ["/metrics", "/.env", "/api-docs", "/wp-login.php"] {
+            let unknown = serve(Method::GET, Uri::try_from(path).expect("uri")).await;
+            assert_eq!(unknown.status(), StatusCode::NOT_FOUND, "{path}");
+        }
+    }
+
+    #[test]
+    fn client_routes_are_the_consoles_own() {
+        let routes = include_str!("../../../web-ui/src/routes.rs");
+        let mut declared: Vec<&str> = routes
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("#[at(\"/"))
+            .filter_map(|rest| rest.split(['"', '/']).next())
+            .collect();
+        declared.sort_unstable();
+        let mut served = CLIENT_ROUTES.to_vec();
+        served.sort_unstable();
+        assert_eq!(declared, served);
     }
 
     #[test]
