@@ -61,7 +61,7 @@ tests/e2e/waf.sh
 step "tunnel interop: sase-tunnel core vs stock wireguard-go in network namespaces"
 tests/e2e/tunnel-interop.sh
 
-step "ZTNA end-to-end: stock wireguard-go through the real sase-edge tunnel to a LAN server, ACL, bad input, cookies, peer removed by a policy push (expects ztna_e2e failed=0; about 20 s once built)"
+step "ZTNA end-to-end: stock wireguard-go (from sase-connect export-config) and sase-connect through the real sase-edge tunnel to a LAN server; ACL, bad input, cookies; HTTP from the tunnel through the WAF + gateway with the tunnel identity; tunnel audit events and metrics; a user disabled and a failing posture refused (expects ztna_e2e failed=0; revocation_ms is from the admin call)"
 tests/e2e/ztna.sh
 
 step "tunnel throughput smoke: iperf3 through the edge vs wireguard-go <-> wireguard-go (debug build, 2 s per run, about 16 s once built; the figure comes from the release run, docs/PERFORMANCE.md)"
