@@ -293,9 +293,12 @@ pub fn admin_action_class(
     const APP: (u32, &str) = (6, "Application Activity");
     let account = |id, name| (3001, "Account Change", IAM.0, IAM.1, id, name);
     match action {
-        "admin.sign_in" | "admin.sign_in_failed" | "admin.sign_in_throttled" | "admin.lockout" => {
-            (3002, "Authentication", IAM.0, IAM.1, 1, "Logon")
-        }
+        "admin.sign_in"
+        | "admin.sign_in_failed"
+        | "admin.sign_in_throttled"
+        | "admin.lockout"
+        | "ztna.sign_in_throttled"
+        | "ztna.lockout" => (3002, "Authentication", IAM.0, IAM.1, 1, "Logon"),
         "admin.create" => account(1, "Create"),
         "admin.disable" => account(5, "Disable"),
         "admin.mfa_confirm" => account(10, "MFA Factor Enable"),
@@ -327,7 +330,12 @@ pub fn admin_action_to_ocsf(a: &AdminActionRef<'_>) -> Value {
         admin_action_class(a.action);
     let failed = matches!(
         a.action,
-        "admin.sign_in_failed" | "admin.sign_in_throttled" | "admin.lockout" | "admin.csrf_refused"
+        "admin.sign_in_failed"
+            | "admin.sign_in_throttled"
+            | "admin.lockout"
+            | "admin.csrf_refused"
+            | "ztna.sign_in_throttled"
+            | "ztna.lockout"
     );
     json!({
         "class_uid": class_uid,
@@ -523,7 +531,12 @@ mod tests {
         let failed = admin_action_to_ocsf(&a("admin.sign_in_failed"));
         assert_eq!(failed["class_uid"], 3002);
         assert_eq!(failed["status"], "Failure");
-        for throttled in ["admin.lockout", "admin.sign_in_throttled"] {
+        for throttled in [
+            "admin.lockout",
+            "admin.sign_in_throttled",
+            "ztna.lockout",
+            "ztna.sign_in_throttled",
+        ] {
             let o = admin_action_to_ocsf(&a(throttled));
             assert_eq!(
                 (o["class_uid"].clone(), o["status"].clone()),

@@ -195,6 +195,14 @@ pub fn account_key(username: &str) -> String {
     format!("account:{name}")
 }
 
+/// The key of a tenant's remote (ZTNA) user: its own namespace, so a remote user never shares a
+/// counter with an admin of the same name, nor with a namesake in another tenant.
+pub fn remote_user_key(tenant_id: &str, username: &str) -> String {
+    let tenant: String = tenant_id.chars().take(128).collect();
+    let name: String = username.trim().to_lowercase().chars().take(200).collect();
+    format!("ztna:{tenant}/{name}")
+}
+
 /// The key of a client address; IPv6 addresses count per /64 (one host usually has a whole
 /// /64), IPv4-mapped IPv6 as IPv4.
 pub fn address_key(ip: IpAddr) -> String {
@@ -459,17 +467,77 @@ pub async fn before_sign_in(
     address: Option<IpAddr>,
     now_ms: i64,
 ) -> Result<(), Response> {
-    let account = account_key(username);
+    refuse_during_lock(
+        state,
+        SignIn::Admin(username),
+        account_key(username),
+        address,
+        now_ms,
+    )
+    .await
+}
+
+/// [`before_sign_in`] for a tenant's remote (ZTNA) user signing in with `sase-connect`: the
+/// same counters and lockouts under [`remote_user_key`] (the address counter is shared with
+/// admin sign-ins: one source guessing both counts once), audited as `ztna.sign_in_throttled`.
+///
+/// # Errors
+/// The refusal to answer, or a database failure.
+pub async fn before_remote_user_sign_in(
+    state: &SharedState,
+    tenant_id: &str,
+    username: &str,
+    address: Option<IpAddr>,
+    now_ms: i64,
+) -> Result<(), Response> {
+    refuse_during_lock(
+        state,
+        SignIn::RemoteUser,
+        remote_user_key(tenant_id, username),
+        address,
+        now_ms,
+    )
+    .await
+}
+
+/// Who a sign-in attempt is for: an admin (by name; its record attributes the audit entry) or
+/// a remote user (the entry names the throttle key).
+#[derive(Clone, Copy)]
+enum SignIn<'a> {
+    Admin(&'a str),
+    RemoteUser,
+}
+
+impl SignIn<'_> {
+    /// The prefix of the audit actions (`admin.lockout`, `ztna.lockout`, ...).
+    fn realm(self) -> &'static str {
+        match self {
+            SignIn::Admin(_) => "admin",
+            SignIn::RemoteUser => "ztna",
+        }
+    }
+}
+
+async fn refuse_during_lock(
+    state: &SharedState,
+    who: SignIn<'_>,
+    account: String,
+    address: Option<IpAddr>,
+    now_ms: i64,
+) -> Result<(), Response> {
     let address = address.map(address_key);
     match check(state, &account, address.as_deref(), now_ms).await {
         Ok(None) => Ok(()),
         Ok(Some(refusal)) => {
-            let admin = state
-                .store
-                .admin_record_by_username(username)
-                .await
-                .ok()
-                .flatten();
+            let admin = match who {
+                SignIn::Admin(username) => state
+                    .store
+                    .admin_record_by_username(username)
+                    .await
+                    .ok()
+                    .flatten(),
+                SignIn::RemoteUser => None,
+            };
             let key = match refusal.scope {
                 Scope::Account => account.clone(),
                 Scope::Address => address.clone().unwrap_or_default(),
@@ -478,7 +546,7 @@ pub async fn before_sign_in(
             audit(
                 state,
                 admin.as_ref(),
-                "admin.sign_in_throttled",
+                &format!("{}.sign_in_throttled", who.realm()),
                 &target_of(admin.as_ref(), &key),
                 json!({"reason": refusal.scope.code(), "scope": refusal.scope.as_str(),
                     "key": key, "retry_after_s": refusal.retry_after_s}),
@@ -499,8 +567,40 @@ pub async fn after_failed_sign_in(
     address: Option<IpAddr>,
     now_ms: i64,
 ) {
+    count_failure(
+        state,
+        SignIn::Admin(username),
+        account_key(username),
+        admin,
+        address,
+        now_ms,
+    )
+    .await;
+}
+
+/// [`after_failed_sign_in`] for a remote user (unknown name, wrong password or wrong TOTP
+/// code), recording `ztna.lockout` for each lock it starts.
+pub async fn after_failed_remote_user_sign_in(
+    state: &SharedState,
+    tenant_id: &str,
+    username: &str,
+    address: Option<IpAddr>,
+    now_ms: i64,
+) {
+    let key = remote_user_key(tenant_id, username);
+    count_failure(state, SignIn::RemoteUser, key, None, address, now_ms).await;
+}
+
+async fn count_failure(
+    state: &SharedState,
+    who: SignIn<'_>,
+    account: String,
+    admin: Option<&crate::store::AdminRecord>,
+    address: Option<IpAddr>,
+    now_ms: i64,
+) {
     let settings = settings();
-    let mut keys = vec![(Scope::Account, account_key(username), settings.account)];
+    let mut keys = vec![(Scope::Account, account, settings.account)];
     if let Some(ip) = address {
         keys.push((Scope::Address, address_key(ip), settings.address));
     }
@@ -512,7 +612,7 @@ pub async fn after_failed_sign_in(
                 audit(
                     state,
                     attributed,
-                    "admin.lockout",
+                    &format!("{}.lockout", who.realm()),
                     &target_of(attributed, &key),
                     json!({"reason": scope.code(), "scope": scope.as_str(), "key": key,
                         "locked_until_ms": until, "lock_s": (until - now_ms) / 1000}),
@@ -528,6 +628,13 @@ pub async fn after_failed_sign_in(
 /// Clears the account's counter after a successful sign-in (the address keeps its count).
 pub async fn after_sign_in(state: &SharedState, username: &str) {
     if let Err(err) = reset(state, &account_key(username)).await {
+        tracing::error!(%err, "cannot reset the sign-in counter");
+    }
+}
+
+/// [`after_sign_in`] for a remote user.
+pub async fn after_remote_user_sign_in(state: &SharedState, tenant_id: &str, username: &str) {
+    if let Err(err) = reset(state, &remote_user_key(tenant_id, username)).await {
         tracing::error!(%err, "cannot reset the sign-in counter");
     }
 }

@@ -26,6 +26,7 @@ use std::time::Duration;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
 use sase_model::tunnel::{IpCidr, TunnelPeer, TunnelPolicy};
@@ -1370,11 +1371,12 @@ impl FromRequestParts<SharedState> for Client {
 
 /// Signs a remote user in (password and TOTP) and hands out a client session token.
 #[utoipa::path(post, path = "/api/ztna/login", request_body = ClientLogin,
-    responses((status = 200, body = ClientSession), (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody)))]
+    responses((status = 200, body = ClientSession), (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody), (status = 429, body = crate::error::ErrorBody)))]
 pub async fn client_login(
     State(state): State<SharedState>,
+    conn: Option<axum::Extension<crate::tls::ConnInfo>>,
     Json(body): Json<ClientLogin>,
-) -> Result<Json<ClientSession>, ApiError> {
+) -> Result<Response, ApiError> {
     let bad = || {
         refused(
             StatusCode::UNAUTHORIZED,
@@ -1385,6 +1387,32 @@ pub async fn client_login(
     if body.tenant_id.len() > 128 || body.username.len() > 64 || body.password.len() > 256 {
         return Err(bad());
     }
+    // Throttling and lockout as for admins (crate::login_throttle), under the remote user's own
+    // key: refused before the password is looked at; unknown names, wrong passwords and wrong
+    // TOTP codes count.
+    let address = conn.map(|c| c.0.peer.ip());
+    let (tenant_id, username) = (body.tenant_id.as_str(), body.username.as_str());
+    if let Err(refusal) = crate::login_throttle::before_remote_user_sign_in(
+        &state,
+        tenant_id,
+        username,
+        address,
+        now_ms(),
+    )
+    .await
+    {
+        return Ok(refusal);
+    }
+    let failed = || async {
+        crate::login_throttle::after_failed_remote_user_sign_in(
+            &state,
+            tenant_id,
+            username,
+            address,
+            now_ms(),
+        )
+        .await;
+    };
     let row = sqlx::query(&format!(
         "SELECT {USER_COLUMNS} FROM ztna_users WHERE tenant_id = $1 AND username = $2"
     ))
@@ -1397,12 +1425,14 @@ pub async fn client_login(
         // Same work as for a known user, so timing does not tell names apart.
         let _ = auth::verify_password(&body.password, dummy_hash());
         tracing::warn!(tenant = %body.tenant_id, "ztna sign-in: unknown user");
+        failed().await;
         return Err(bad());
     };
     let user_id: String = row.try_get("id").map_err(db)?;
     let hash: String = row.try_get("password_hash").map_err(db)?;
     if !auth::verify_password(&body.password, &hash) {
         tracing::warn!(tenant = %body.tenant_id, user = %user_id, "ztna sign-in: wrong password");
+        failed().await;
         return Err(bad());
     }
     let disabled: i64 = row.try_get("disabled").map_err(db)?;
@@ -1434,6 +1464,7 @@ pub async fn client_login(
     let now = now_ms();
     if crate::totp::verify(&secret, code, now).is_none() {
         tracing::warn!(tenant = %body.tenant_id, user = %user_id, "ztna sign-in: wrong TOTP code");
+        failed().await;
         return Err(refused(
             StatusCode::UNAUTHORIZED,
             "totp_invalid",
@@ -1457,12 +1488,14 @@ pub async fn client_login(
     .execute(state.store.pool())
     .await
     .map_err(db)?;
+    crate::login_throttle::after_remote_user_sign_in(&state, tenant_id, username).await;
     tracing::info!(tenant = %body.tenant_id, user = %user_id, session = %session_id, "ztna sign-in");
     Ok(Json(ClientSession {
         token,
         session_id,
         expires_at_ms,
-    }))
+    })
+    .into_response())
 }
 
 /// An Argon2 hash of a random password (made once), checked against when the user name is

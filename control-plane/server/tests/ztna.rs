@@ -507,3 +507,79 @@ async fn another_tenants_admin_sees_and_changes_nothing() {
         .expect_status(StatusCode::OK);
     assert_eq!(users[0]["disabled"], false);
 }
+
+/// Remote users are throttled like admins, under their own key: five failed sign-ins lock the
+/// account (the right password and code then get 429 `account_locked` too), the lock is in the
+/// admin trail as `ztna.lockout`, and a namesake in another tenant is not locked with it.
+#[tokio::test]
+async fn remote_user_sign_ins_are_throttled_per_tenant_and_user() {
+    let app = TestApp::new().await;
+    let admin = app.login().await;
+    let mut secrets = Vec::new();
+    let mut tenants = Vec::new();
+    for name in ["lock-co", "other-co"] {
+        let tenant = app.create_tenant(&admin, name).await;
+        let t = format!("/api/tenants/{tenant}/ztna");
+        let user = app
+            .send_json(
+                Method::POST,
+                &format!("{t}/users"),
+                Some(&admin),
+                &json!({"username": "carol", "password": "remote-user-password"}),
+            )
+            .await
+            .expect_status(StatusCode::CREATED);
+        let user_id = user["id"].as_str().expect("id");
+        let enrol = app
+            .call(
+                Method::POST,
+                &format!("{t}/users/{user_id}/totp"),
+                Some(&admin),
+                None,
+            )
+            .await
+            .expect_status(StatusCode::OK);
+        secrets.push(enrol["secret"].as_str().expect("secret").to_string());
+        tenants.push(tenant);
+    }
+    for _ in 0..5 {
+        let r = app
+            .send_json(
+                Method::POST,
+                "/api/ztna/login",
+                None,
+                &json!({"tenant_id": tenants[0], "username": "carol",
+                    "password": "not-the-password", "totp": code(&secrets[0])}),
+            )
+            .await;
+        assert_eq!(
+            r.expect_status(StatusCode::UNAUTHORIZED)["error"],
+            "invalid_credentials"
+        );
+    }
+    let locked = login(&app, &tenants[0], "carol", Some(code(&secrets[0]))).await;
+    assert_eq!(
+        locked.expect_status(StatusCode::TOO_MANY_REQUESTS)["error"],
+        "account_locked"
+    );
+    let trail = app
+        .get("/api/admin-actions?limit=1000", &admin)
+        .await
+        .expect_status(StatusCode::OK);
+    let lockouts: Vec<&Value> = trail["actions"]
+        .as_array()
+        .expect("actions")
+        .iter()
+        .filter(|a| a["action"] == "ztna.lockout")
+        .collect();
+    assert_eq!(lockouts.len(), 1, "one lock started");
+    assert_eq!(
+        lockouts[0]["target"],
+        format!("ztna:{}/carol", tenants[0]).as_str()
+    );
+    let other = login(&app, &tenants[1], "carol", Some(code(&secrets[1]))).await;
+    assert!(other.expect_status(StatusCode::OK)["token"]
+        .as_str()
+        .expect("token")
+        .starts_with("zt_"));
+}
