@@ -6,8 +6,9 @@
 //! * The console's client-side routes (`/`, `/devices`, … — [`CLIENT_ROUTES`], the `#[at]` paths of
 //!   `web-ui/src/routes.rs`) answer `index.html` with the control plane's default
 //!   `Cache-Control: no-store`: the console's router picks the page.
-//! * Any other path answers 404 `not_found`: the API port is not a catch-all (e.g. `/metrics`
-//!   is served only on the loopback metrics listener, and a probe for it here must see 404).
+//! * Any other path answers status 404 with the same `index.html` (the console shows its "No
+//!   such page"): the API port is no catch-all (e.g. `/metrics` is served only on the loopback
+//!   metrics listener, and a probe for it here must see 404).
 //! * When the console was not built, the client routes answer a short page saying how to build
 //!   it. `/api/*` never reaches this module (the API has its own fallback).
 
@@ -76,17 +77,16 @@ pub async fn serve(method: Method, uri: Uri) -> Response {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         return response;
     }
-    if !is_client_route(uri.path()) {
-        return crate::error::ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no console page or file at this path (the API is under /api)",
-        )
-        .into_response();
-    }
+    // Any other path is answered with status 404 (a probe for `/metrics` or `/.env` on the API
+    // port sees a 404); the body is still the console, whose router shows its "No such page".
+    let status = if is_client_route(uri.path()) {
+        StatusCode::OK
+    } else {
+        StatusCode::NOT_FOUND
+    };
     let (content_type, body) =
         asset("index.html").unwrap_or(("text/html; charset=utf-8", NOT_BUILT.as_bytes()));
-    let mut response = (StatusCode::OK, body).into_response();
+    let mut response = (status, body).into_response();
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
