@@ -70,7 +70,7 @@ pub async fn serve(method: Method, uri: Uri) -> Response {
         )
         .into_response();
     }
-    if let Some((content_type, body)) = asset(uri.path()).filter(|_| uri.path() != "/") {
+    if let Some((content_type, body)) = asset(uri.path()) {
         let mut response = (StatusCode::OK, body).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
