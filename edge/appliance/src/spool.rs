@@ -25,6 +25,7 @@ use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use sase_model::audit::{Decision, EventKind};
@@ -161,6 +162,9 @@ struct Inner {
 pub struct Spool {
     inner: Mutex<Inner>,
     appended: tokio::sync::Notify,
+    /// [`Spool::refusing`] as of the last change of the counters or the bound: every request
+    /// asks, so it reads an atomic instead of taking the lock the writers hold.
+    refusing: AtomicBool,
 }
 
 fn health_template() -> AuditEvent {
@@ -333,7 +337,15 @@ impl Spool {
                 full: None,
             }),
             appended: tokio::sync::Notify::new(),
+            refusing: AtomicBool::new(false),
         })
+    }
+
+    /// Publishes whether requests must be refused, from the counters under the lock.
+    fn publish_refusing(&self, inner: &Inner) {
+        let refusing = inner.bound.when_full == WhenFull::FailClosed
+            && inner.head_seq.saturating_sub(inner.acked) >= inner.bound.max_pending;
+        self.refusing.store(refusing, Ordering::Release);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -360,6 +372,7 @@ impl Spool {
             });
             episode.missed += 1;
             episode.last_ts_ms = event.ts_ms;
+            self.publish_refusing(&inner);
             if episode_starts {
                 tracing::error!(
                     limit = bound.max_pending,
@@ -385,6 +398,7 @@ impl Spool {
             });
         }
         let seq = Self::write_locked(&mut inner, event)?;
+        self.publish_refusing(&inner);
         drop(inner);
         self.appended.notify_one();
         Ok(seq)
@@ -392,14 +406,14 @@ impl Spool {
 
     /// Sets the bound (the daemon does this once at start).
     pub fn set_bound(&self, bound: SpoolBound) {
-        self.lock().bound = bound;
+        let mut inner = self.lock();
+        inner.bound = bound;
+        self.publish_refusing(&inner);
     }
 
     /// Whether requests must be refused now: the spool is full and configured to fail closed.
     pub fn refusing(&self) -> bool {
-        let inner = self.lock();
-        inner.bound.when_full == WhenFull::FailClosed
-            && inner.head_seq.saturating_sub(inner.acked) >= inner.bound.max_pending
+        self.refusing.load(Ordering::Acquire)
     }
 
     fn write_locked(inner: &mut Inner, mut event: AuditEvent) -> Result<u64, SpoolError> {
@@ -481,6 +495,7 @@ impl Spool {
         let mut inner = self.lock();
         let seq = seq.min(inner.head_seq);
         inner.acked = inner.acked.max(seq);
+        self.publish_refusing(&inner);
         while inner.segments.len() > 1 && inner.segments.front().is_some_and(|s| s.last <= seq) {
             if let Some(seg) = inner.segments.pop_front() {
                 std::fs::remove_file(&seg.path)?;
@@ -520,6 +535,7 @@ impl Spool {
                     ),
                 );
                 Self::write_locked(&mut inner, health)?;
+                self.publish_refusing(&inner);
                 drop(inner);
                 self.appended.notify_one();
             }

@@ -94,11 +94,15 @@ impl<'de> Visitor<'de> for StrictValue {
         let inner = self.nested::<A::Error>()?;
         let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            if out.contains_key(&key) {
-                return Err(de::Error::custom("duplicate object member"));
+            // One lookup per member: the vacant slot is filled once its value is parsed.
+            match out.entry(key) {
+                serde_json::map::Entry::Occupied(_) => {
+                    return Err(de::Error::custom("duplicate object member"));
+                }
+                serde_json::map::Entry::Vacant(slot) => {
+                    slot.insert(map.next_value_seed(inner)?);
+                }
             }
-            let value = map.next_value_seed(inner)?;
-            out.insert(key, value);
         }
         Ok(Value::Object(out))
     }
