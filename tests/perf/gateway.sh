@@ -26,6 +26,11 @@
 #   SASE_PROFILE=debug          measure a debug build of the edge (default release)
 #   GATEWAY_PERF_PROFILE=1      record the edge's measured runs with `perf record` and keep
 #                               perf-edge-<round>.txt (top symbols) in the work directory
+#   GATEWAY_PERF_COMPARE_BIN=<path to another sase-edge>
+#                               A/B: also measure that binary (target `edge_b`, its own stack
+#                               with the same policy) in the same interleaved rounds, and print
+#                               `compare edge_b/edge ...` before the last line; for judging a
+#                               change on a machine whose load moves between runs
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
@@ -46,15 +51,17 @@ BIN=${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE
 
 WORK=$(mktemp -d /tmp/sase-gateway-perf.XXXXXX)
 chmod 755 "$WORK" # nginx workers may run as another user
-UP_PID='' NGX_PID='' EDGE_DRIVER_PID=''
+UP_PID='' NGX_PID='' EDGE_DRIVER_PID='' EDGE_B_DRIVER_PID=''
 status=1
 cleanup() {
   # Only the processes this script started, by pid.
   local pid
-  if [ -n "$EDGE_DRIVER_PID" ]; then
-    kill -TERM "$EDGE_DRIVER_PID" 2>/dev/null || true
-    wait "$EDGE_DRIVER_PID" 2>/dev/null || true
-  fi
+  for pid in "$EDGE_DRIVER_PID" "$EDGE_B_DRIVER_PID"; do
+    if [ -n "$pid" ]; then
+      kill -TERM "$pid" 2>/dev/null || true
+      wait "$pid" 2>/dev/null || true
+    fi
+  done
   for pid in "$NGX_PID" "$UP_PID"; do
     if [ -n "$pid" ]; then
       kill -QUIT "$pid" 2>/dev/null || true
@@ -229,21 +236,40 @@ policy = {
     "api": {"openapi": openapi}}]}
 json.dump(policy, open(out, "w"))
 EOF
-"$BIN/sase-waf-e2e" serve-edge --bin-dir "$BIN" --work-dir "$WORK/edge-stack" \
-  --policy "$WORK/policy.json" > "$WORK/serve-edge.log" 2>&1 &
-EDGE_DRIVER_PID=$!
-deadline=$((SECONDS + 180))
-until grep -q '^ready ' "$WORK/serve-edge.log"; do
-  if ! kill -0 "$EDGE_DRIVER_PID" 2>/dev/null || [ $SECONDS -ge $deadline ]; then
-    echo "gateway.sh: the edge did not start:" >&2
-    tail -20 "$WORK/serve-edge.log" >&2
-    exit 1
-  fi
-  sleep 0.1
-done
-ready=$(grep -m1 '^ready ' "$WORK/serve-edge.log")
-EDGE_URL=$(sed -n 's/.*edge_url=\([^ ]*\).*/\1/p' <<< "$ready")
-EDGE_PID=$(sed -n 's/.*edge_pid=\([0-9]*\).*/\1/p' <<< "$ready")
+# start_edge BIN_DIR NAME: one enrolled edge stack with the policy; sets STACK_URL, STACK_PID
+# and STACK_DRIVER (the driver's pid, stopped at exit).
+start_edge() {
+  "$BIN/sase-waf-e2e" serve-edge --bin-dir "$1" --work-dir "$WORK/$2-stack" \
+    --policy "$WORK/policy.json" > "$WORK/serve-$2.log" 2>&1 &
+  STACK_DRIVER=$!
+  local deadline=$((SECONDS + 180))
+  until grep -q '^ready ' "$WORK/serve-$2.log"; do
+    if ! kill -0 "$STACK_DRIVER" 2>/dev/null || [ $SECONDS -ge $deadline ]; then
+      echo "gateway.sh: the edge ($2) did not start:" >&2
+      tail -20 "$WORK/serve-$2.log" >&2
+      exit 1
+    fi
+    sleep 0.1
+  done
+  local ready
+  ready=$(grep -m1 '^ready ' "$WORK/serve-$2.log")
+  STACK_URL=$(sed -n 's/.*edge_url=\([^ ]*\).*/\1/p' <<< "$ready")
+  STACK_PID=$(sed -n 's/.*edge_pid=\([0-9]*\).*/\1/p' <<< "$ready")
+}
+start_edge "$BIN" edge
+EDGE_DRIVER_PID=$STACK_DRIVER EDGE_URL=$STACK_URL EDGE_PID=$STACK_PID
+TARGETS="nginx edge"
+if [ -n "${GATEWAY_PERF_COMPARE_BIN:-}" ]; then
+  # The same binaries, but the other sase-edge.
+  mkdir -p "$WORK/bin-b"
+  for f in "$BIN"/sase-*; do
+    [ -x "$f" ] && [ -f "$f" ] && ln -sf "$f" "$WORK/bin-b/$(basename "$f")"
+  done
+  ln -sf "$(readlink -f "$GATEWAY_PERF_COMPARE_BIN")" "$WORK/bin-b/sase-edge"
+  start_edge "$WORK/bin-b" edge_b
+  EDGE_B_DRIVER_PID=$STACK_DRIVER EDGE_B_URL=$STACK_URL EDGE_B_PID=$STACK_PID
+  TARGETS="nginx edge edge_b"
+fi
 
 # post URL PATH [TOKEN] [BODY-FILE]: the status of one POST.
 post() {
@@ -261,6 +287,7 @@ wait_ok() {
 }
 wait_ok "http://127.0.0.1:$NGX_PORT"
 wait_ok "$EDGE_URL"
+[ -z "${EDGE_B_URL:-}" ] || wait_ok "$EDGE_B_URL"
 python3 -c 'import json,sys; b=json.load(open(sys.argv[1])); b["is_admin"]=True; json.dump(b, open(sys.argv[2], "w"))' \
   "$WORK/body.json" "$WORK/body-extra.json"
 checks="no_token=$(post "$EDGE_URL" /accounts/acct-42/orders) other_account=$(post "$EDGE_URL" /accounts/acct-7/orders "$TOKEN") undocumented_property=$(post "$EDGE_URL" /accounts/acct-42/orders "$TOKEN" "$WORK/body-extra.json") good=$(post "$EDGE_URL" /accounts/acct-42/orders "$TOKEN")"
@@ -284,9 +311,15 @@ EOF
 declare -A RPS P99 CPU
 failures=0
 for round in $(seq 1 "$ROUNDS"); do
-  if [ $((round % 2)) -eq 1 ]; then order="nginx edge"; else order="edge nginx"; fi
+  # Rotate the order: each target goes first in some rounds.
+  order=$TARGETS
+  for _ in $(seq 2 "$round"); do order="$(cut -d' ' -f2- <<< "$order") $(cut -d' ' -f1 <<< "$order")"; done
   for target in $order; do
-    if [ "$target" = nginx ]; then url="http://127.0.0.1:$NGX_PORT"; else url=$EDGE_URL; fi
+    case $target in
+      nginx) url="http://127.0.0.1:$NGX_PORT" cpu_pid=$NGX_PID ;;
+      edge) url=$EDGE_URL cpu_pid=$EDGE_PID ;;
+      edge_b) url=$EDGE_B_URL cpu_pid=$EDGE_B_PID ;;
+    esac
     wrk -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" --timeout 30s -s "$WORK/post.lua" "$url" \
       > "$WORK/wrk-$target-warmup.txt"
     out=$WORK/wrk-$target-$round.txt
@@ -295,7 +328,6 @@ for round in $(seq 1 "$ROUNDS"); do
       perf record -q -F 499 -g -o "$WORK/perf-edge-$round.data" -p "$EDGE_PID" -- sleep "$DURATION" 2>/dev/null &
       perf_pid=$!
     fi
-    if [ "$target" = nginx ]; then cpu_pid=$NGX_PID; else cpu_pid=$EDGE_PID; fi
     cpu_before=$(cpu_ticks "$cpu_pid")
     wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --timeout 30s --latency -s "$WORK/post.lua" "$url" > "$out" 2>&1
     cpu_after=$(cpu_ticks "$cpu_pid")
@@ -334,6 +366,11 @@ echo "== results: medians of $ROUNDS round(s) (wrk -t$THREADS -c$CONNS -d${DURAT
 printf '%-28s %12s %10s %16s\n' target rps p99 cpu_us_per_req
 printf '%-28s %12s %10s %16s\n' "nginx reverse proxy" "${RPS[nginx]}" "${P99[nginx]}ms" "${CPU[nginx]}"
 printf '%-28s %12s %10s %16s\n' "edge (JWT ES256, scope, owner, OpenAPI, rate limit)" "${RPS[edge]}" "${P99[edge]}ms" "${CPU[edge]}"
+if [ -n "${EDGE_B_URL:-}" ]; then
+  printf '%-28s %12s %10s %16s\n' "edge_b ($GATEWAY_PERF_COMPARE_BIN)" "${RPS[edge_b]}" "${P99[edge_b]}ms" "${CPU[edge_b]}"
+  awk -v rb="${RPS[edge_b]}" -v ra="${RPS[edge]}" -v cb="${CPU[edge_b]}" -v ca="${CPU[edge]}" \
+    'BEGIN {printf "compare edge_b/edge rps=%.3f cpu_us_per_req=%.3f\n", (ra > 0 ? rb / ra : 0), (ca > 0 ? cb / ca : 0)}'
+fi
 echo "edge_pid=$EDGE_PID load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 if [ "$failures" -ne 0 ]; then
   echo "gateway.sh: $failures measurement(s) had responses other than 200" >&2
