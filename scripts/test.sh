@@ -49,8 +49,8 @@ step "control-plane suite and spine end-to-end on PostgreSQL"
   SASE_E2E_DATABASE_URL="$SASE_TEST_DATABASE_URL" tests/e2e/spine.sh
 '
 
-step "fuzz smoke runs"
-tests/fuzz/smoke.sh
+step "fuzz smoke runs: every target built unoptimised with AddressSanitizer, 10 s each, two at a time (the optimised campaign is tests/fuzz/campaign.sh)"
+FUZZ_PROFILE=dev tests/fuzz/smoke.sh
 
 step "spine end-to-end (SQLite)"
 tests/e2e/spine.sh
