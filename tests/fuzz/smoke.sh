@@ -96,6 +96,8 @@ run_target() {
   local corpus="$FUZZ_DIR/corpus/$target"
   local seeds="$FUZZ_DIR/seeds/$target"
   mkdir -p "$corpus"
+  # Seeds are committed under fuzz/seeds; the corpus dir (git-ignored) collects what the
+  # fuzzer finds on top of them and is reused by later runs on the same machine.
   if [ -d "$seeds" ]; then
     cp -n "$seeds"/* "$corpus"/ 2>/dev/null || true
   fi
@@ -114,6 +116,7 @@ run_target() {
     "$target" "$corpus" -- "${args[@]}" >"$target_log" 2>&1 || status=$?
   execs="$(sed -n 's/^stat::number_of_executed_units:[[:space:]]*\([0-9][0-9]*\).*/\1/p' "$target_log" | tail -n 1)"
   if [ -z "$execs" ]; then
+    # No final stats (e.g. the run died): fall back to the last "#N" status line.
     execs="$(sed -n 's/^#\([0-9][0-9]*\)[[:space:]].*/\1/p' "$target_log" | tail -n 1)"
   fi
   echo "$status ${execs:-0}" >"$RESULT_DIR/$target"

@@ -51,17 +51,13 @@ BIN=${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE
 
 WORK=$(mktemp -d /tmp/sase-gateway-perf.XXXXXX)
 chmod 755 "$WORK" # nginx workers may run as another user
-UP_PID='' NGX_PID='' EDGE_DRIVER_PID='' EDGE_B_DRIVER_PID=''
+UP_PID='' NGX_PID=''
+. tests/perf/serve-edge.sh
 status=1
 cleanup() {
   # Only the processes this script started, by pid.
   local pid
-  for pid in "$EDGE_DRIVER_PID" "$EDGE_B_DRIVER_PID"; do
-    if [ -n "$pid" ]; then
-      kill -TERM "$pid" 2>/dev/null || true
-      wait "$pid" 2>/dev/null || true
-    fi
-  done
+  stop_edges
   for pid in "$NGX_PID" "$UP_PID"; do
     if [ -n "$pid" ]; then
       kill -QUIT "$pid" 2>/dev/null || true
@@ -236,28 +232,8 @@ policy = {
     "api": {"openapi": openapi}}]}
 json.dump(policy, open(out, "w"))
 EOF
-# start_edge BIN_DIR NAME: one enrolled edge stack with the policy; sets STACK_URL, STACK_PID
-# and STACK_DRIVER (the driver's pid, stopped at exit).
-start_edge() {
-  "$BIN/sase-waf-e2e" serve-edge --bin-dir "$1" --work-dir "$WORK/$2-stack" \
-    --policy "$WORK/policy.json" > "$WORK/serve-$2.log" 2>&1 &
-  STACK_DRIVER=$!
-  local deadline=$((SECONDS + 180))
-  until grep -q '^ready ' "$WORK/serve-$2.log"; do
-    if ! kill -0 "$STACK_DRIVER" 2>/dev/null || [ $SECONDS -ge $deadline ]; then
-      echo "gateway.sh: the edge ($2) did not start:" >&2
-      tail -20 "$WORK/serve-$2.log" >&2
-      exit 1
-    fi
-    sleep 0.1
-  done
-  local ready
-  ready=$(grep -m1 '^ready ' "$WORK/serve-$2.log")
-  STACK_URL=$(sed -n 's/.*edge_url=\([^ ]*\).*/\1/p' <<< "$ready")
-  STACK_PID=$(sed -n 's/.*edge_pid=\([0-9]*\).*/\1/p' <<< "$ready")
-}
-start_edge "$BIN" edge
-EDGE_DRIVER_PID=$STACK_DRIVER EDGE_URL=$STACK_URL EDGE_PID=$STACK_PID
+serve_edge edge "$BIN"
+EDGE_URL=$STACK_URL EDGE_PID=$STACK_PID
 TARGETS="nginx edge"
 if [ -n "${GATEWAY_PERF_COMPARE_BIN:-}" ]; then
   # The same binaries, but the other sase-edge.
@@ -266,8 +242,8 @@ if [ -n "${GATEWAY_PERF_COMPARE_BIN:-}" ]; then
     [ -x "$f" ] && [ -f "$f" ] && ln -sf "$f" "$WORK/bin-b/$(basename "$f")"
   done
   ln -sf "$(readlink -f "$GATEWAY_PERF_COMPARE_BIN")" "$WORK/bin-b/sase-edge"
-  start_edge "$WORK/bin-b" edge_b
-  EDGE_B_DRIVER_PID=$STACK_DRIVER EDGE_B_URL=$STACK_URL EDGE_B_PID=$STACK_PID
+  serve_edge edge_b "$WORK/bin-b"
+  EDGE_B_URL=$STACK_URL EDGE_B_PID=$STACK_PID
   TARGETS="nginx edge edge_b"
 fi
 

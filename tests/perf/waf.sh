@@ -56,16 +56,13 @@ LUA_DIR=$ROOT/tests/perf
 
 WORK=$(mktemp -d /tmp/sase-waf-perf.XXXXXX)
 chmod 755 "$WORK" # nginx workers may run as another user
-UP_PID='' NGX_PID='' EDGE_DRIVER_PID=''
+UP_PID='' NGX_PID=''
+. tests/perf/serve-edge.sh
 status=1
 cleanup() {
   # Only the processes this script started, by pid.
   local pid
-  if [ -n "$EDGE_DRIVER_PID" ]; then
-    # sase-waf-e2e stops the edge and the control plane it started.
-    kill -TERM "$EDGE_DRIVER_PID" 2>/dev/null || true
-    wait "$EDGE_DRIVER_PID" 2>/dev/null || true
-  fi
+  stop_edges
   for pid in "$NGX_PID" "$UP_PID"; do
     if [ -n "$pid" ]; then
       kill -QUIT "$pid" 2>/dev/null || true # graceful nginx shutdown (workers too)
@@ -219,23 +216,10 @@ cat > "$WORK/policy.json" <<EOF
 EOF
 keep_control=()
 [ -n "${WAF_PERF_KEEP_CONTROL:-}" ] && keep_control=(--keep-control)
-read -r -a edge_env <<< "${WAF_PERF_EDGE_ENV:-}"
-[ ${#edge_env[@]} -gt 0 ] && echo "edge environment: ${edge_env[*]}"
-env "${edge_env[@]}" "$BIN/sase-waf-e2e" serve-edge --bin-dir "$BIN" --work-dir "$WORK/edge-stack" \
-  --policy "$WORK/policy.json" "${keep_control[@]}" > "$WORK/serve-edge.log" 2>&1 &
-EDGE_DRIVER_PID=$!
-deadline=$((SECONDS + 180))
-until grep -q '^ready ' "$WORK/serve-edge.log"; do
-  if ! kill -0 "$EDGE_DRIVER_PID" 2>/dev/null || [ $SECONDS -ge $deadline ]; then
-    echo "waf.sh: the edge did not start:" >&2
-    tail -20 "$WORK/serve-edge.log" >&2
-    exit 1
-  fi
-  sleep 0.1
-done
-ready=$(grep -m1 '^ready ' "$WORK/serve-edge.log")
-EDGE_URL=$(sed -n 's/.*edge_url=\([^ ]*\).*/\1/p' <<< "$ready")
-EDGE_PID=$(sed -n 's/.*edge_pid=\([0-9]*\).*/\1/p' <<< "$ready")
+read -r -a SERVE_EDGE_ENV <<< "${WAF_PERF_EDGE_ENV:-}"
+[ ${#SERVE_EDGE_ENV[@]} -gt 0 ] && echo "edge environment: ${SERVE_EDGE_ENV[*]}"
+serve_edge edge "$BIN" "${keep_control[@]}"
+EDGE_URL=$STACK_URL EDGE_PID=$STACK_PID
 SPOOL=$WORK/edge-stack/edge/spool
 wait_http "$EDGE_URL/products/x"
 if ! curl -s -o /dev/null -w '%{http_code}' -H 'Host: shop.example' \
