@@ -31,10 +31,13 @@
 #                               with the same policy) in the same interleaved rounds, and print
 #                               `compare edge_b/edge ...` before the last line; for judging a
 #                               change on a machine whose load moves between runs
+#   GATEWAY_PERF_CALLGRIND=1    also count the edge's instructions per request under callgrind
+#                               (its own stack; GATEWAY_PERF_CALLGRIND_SECONDS, default 20) and
+#                               keep the per-function counts in the work directory
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
-SETUP_EXTRA="nginx wrk" scripts/setup.sh >/dev/null
+SETUP_EXTRA="nginx wrk${GATEWAY_PERF_CALLGRIND:+ valgrind}" scripts/setup.sh >/dev/null
 
 DURATION=${GATEWAY_PERF_SECONDS:-10}
 if [ "$DURATION" -le 3 ]; then default_warmup=1; else default_warmup=3; fi
@@ -346,6 +349,41 @@ if [ -n "${EDGE_B_URL:-}" ]; then
   printf '%-28s %12s %10s %16s\n' "edge_b ($GATEWAY_PERF_COMPARE_BIN)" "${RPS[edge_b]}" "${P99[edge_b]}ms" "${CPU[edge_b]}"
   awk -v rb="${RPS[edge_b]}" -v ra="${RPS[edge]}" -v cb="${CPU[edge_b]}" -v ca="${CPU[edge]}" \
     'BEGIN {printf "compare edge_b/edge rps=%.3f cpu_us_per_req=%.3f\n", (ra > 0 ? rb / ra : 0), (ca > 0 ? cb / ca : 0)}'
+fi
+if [ -n "${GATEWAY_PERF_CALLGRIND:-}" ]; then
+  # Instructions per request: the same edge binary under callgrind, in its own stack, driven by
+  # wrk after a warm-up; counters zeroed before and dumped after the measured seconds. The count
+  # barely moves with the machine's load, so it judges a change where rps and CPU time cannot.
+  # valgrind hides SHA-NI, so SHA-256 is counted in software (the audit chain and the token
+  # cache's hash weigh more here than on the CPU).
+  mkdir -p "$WORK/bin-cg"
+  for f in "$BIN"/sase-*; do
+    [ -x "$f" ] && [ -f "$f" ] && ln -sf "$f" "$WORK/bin-cg/$(basename "$f")"
+  done
+  rm -f "$WORK/bin-cg/sase-edge"
+  # One process to count: no jemalloc background thread, so the edge does not execute itself
+  # again (which would leave valgrind).
+  printf '#!/bin/sh\nexport MALLOC_CONF=background_thread:false SASE_EDGE_REEXEC_SINGLE_THREADED=1\nexec valgrind --tool=callgrind --callgrind-out-file=%s/callgrind.out.%%p %s/sase-edge "$@"\n' \
+    "$WORK" "$BIN" > "$WORK/bin-cg/sase-edge"
+  chmod +x "$WORK/bin-cg/sase-edge"
+  serve_edge edge_cg "$WORK/bin-cg"
+  wait_ok "$STACK_URL"
+  wrk -t1 -c8 -d3s --timeout 30s -s "$WORK/post.lua" "$STACK_URL" > "$WORK/wrk-edge_cg-warmup.txt"
+  callgrind_control -z "$STACK_PID" > /dev/null
+  wrk -t1 -c8 -d"${GATEWAY_PERF_CALLGRIND_SECONDS:-20}s" --timeout 30s -s "$WORK/post.lua" "$STACK_URL" \
+    > "$WORK/wrk-edge_cg.txt"
+  callgrind_control -d "$STACK_PID" > /dev/null
+  cg_requests=$(awk '/requests in/ {print $1}' "$WORK/wrk-edge_cg.txt")
+  cg_out=$(find "$WORK" -maxdepth 1 -name "callgrind.out.$STACK_PID.*" | head -1)
+  callgrind_annotate --inclusive=yes "$cg_out" > "$WORK/callgrind-inclusive.txt" 2>/dev/null
+  cg_total=$(awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}' "$WORK/callgrind-inclusive.txt")
+  if grep -q 'Non-2xx' "$WORK/wrk-edge_cg.txt" || [ -z "$cg_total" ] || [ "${cg_requests:-0}" -eq 0 ]; then
+    echo "FAIL via edge_cg: no count, or responses other than 200 (see $WORK/wrk-edge_cg.txt)" >&2
+    failures=$((failures + 1))
+  else
+    echo "edge instructions_per_request=$((cg_total / cg_requests)) (callgrind, $cg_requests requests; by function: $WORK/callgrind-inclusive.txt)"
+  fi
+  export GATEWAY_PERF_KEEP=1
 fi
 echo "edge_pid=$EDGE_PID load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 if [ "$failures" -ne 0 ]; then
