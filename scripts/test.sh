@@ -5,10 +5,20 @@
 # the fuzz smoke runs, the WAF end-to-end and CRS conformance runs and the WAF benchmark's
 # smoke run. Exits non-zero on the first failure.
 #
+# After the unit tests, the end-to-end steps that neither measure latency nor share a build,
+# a port, a namespace or a virtualenv run in two lanes at once (one CPU-heavy, one functional;
+# each step's output is printed whole when it ends, with its lane and time); the steps with
+# latency thresholds (propagation, revocation, fallback, time windows), the CRS comparison and
+# the console's builds run alone, one after another. On the two-core CI machine this takes the
+# suite from about 40 to about 30 minutes.
+#
 #   sudo ./scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/setup.sh
+# Every extra package the end-to-end scripts ask setup.sh for, installed here once: steps run two
+# at a time below, and two apt runs at once would fight over dpkg's lock.
+SETUP_EXTRA="nginx libnginx-mod-http-modsecurity wrk wireguard-go wireguard-tools iproute2 iputils-ping jq curl iperf3" \
+  ./scripts/setup.sh
 
 # A fresh checkout gains nothing from incremental compilation, and its caches would roughly
 # double the size of target/ (CI runs on a machine whose disk is shared).
@@ -49,74 +59,120 @@ step "control-plane suite and spine end-to-end on PostgreSQL"
   SASE_E2E_DATABASE_URL="$SASE_TEST_DATABASE_URL" tests/e2e/spine.sh
 '
 
-step "fuzz smoke runs: every target built unoptimised with AddressSanitizer, 10 s each, two at a time (the optimised campaign is tests/fuzz/campaign.sh)"
-FUZZ_PROFILE=dev tests/fuzz/smoke.sh
+# --- two lanes ------------------------------------------------------------------------------
+LANE_LOGS=$(mktemp -d /tmp/sase-test-lanes.XXXXXX)
+exec 3>&1
+# lstep LANE DESCRIPTION COMMAND...: runs COMMAND with its output kept aside, then prints the
+# output whole under a banner (one step at a time, so two lanes never interleave lines).
+lstep() {
+  local lane=$1 desc=$2 log rc=0 began=$SECONDS
+  shift 2
+  log=$(mktemp "$LANE_LOGS/step.XXXXXX")
+  printf '\n--- [lane %s] started (t+%ss): %s\n' "$lane" "$((SECONDS - STARTED))" "$desc" >&3
+  "$@" > "$log" 2>&1 || rc=$?
+  {
+    flock 9
+    printf '\n=== [lane %s] %s  (t+%ss, %ss)\n' "$lane" "$desc" "$((began - STARTED))" "$((SECONDS - began))"
+    cat "$log"
+    if [ "$rc" -ne 0 ]; then
+      printf '=== [lane %s] FAILED (exit %s): %s\n' "$lane" "$rc" "$desc"
+    fi
+  } >&3 9> "$LANE_LOGS/print.lock"
+  return "$rc"
+}
 
+# CPU-heavy steps without latency thresholds.
+lane_a() {
+  lstep A "fuzz smoke runs: every target built unoptimised with AddressSanitizer, 10 s each, one at a time (the optimised campaign is tests/fuzz/campaign.sh)" \
+    env FUZZ_PROFILE=dev FUZZ_JOBS=1 tests/fuzz/smoke.sh
+  lstep A "WAF throughput smoke: edge vs nginx + ModSecurity (debug build, 2 s per scenario; the figure comes from the full run, docs/PERFORMANCE.md)" \
+    env SASE_PROFILE=debug WAF_PERF_SECONDS=2 WAF_PERF_ROUNDS=1 WAF_PERF_MIN_RATIO=0 tests/perf/waf.sh
+  lstep A "audit ingest throughput smoke (debug build, 20,000 events per backend; the figure comes from the release run, docs/PERFORMANCE.md)" \
+    env SASE_PROFILE=debug AUDIT_PERF_EVENTS=20000 tests/perf/audit.sh
+  lstep A "HTTP/3 vs HTTPS/TCP throughput smoke (debug build, 2 s per transport; the figure comes from the release run, docs/PERFORMANCE.md)" \
+    env SASE_PROFILE=debug H3_PERF_SECONDS=2 H3_PERF_ROUNDS=1 tests/perf/h3.sh
+  lstep A "API gateway throughput smoke: edge (JWT ES256, scope, ownership, OpenAPI, rate limit) vs nginx reverse proxy (debug build, 2 s; the figure comes from the release run, docs/PERFORMANCE.md)" \
+    env SASE_PROFILE=debug GATEWAY_PERF_SECONDS=2 GATEWAY_PERF_ROUNDS=1 GATEWAY_PERF_MIN_RATIO=0 tests/perf/gateway.sh
+  if [ "${IMAGE_BOOT_FULL:-0}" = 1 ]; then
+    lstep A "appliance image: build, boot under QEMU (TCG) to enforcing, the signed update, the rollback and the tampered updates" \
+      tests/image/boot.sh
+  else
+    lstep A "appliance image: build, boot under QEMU (TCG) to enforcing (smoke; IMAGE_BOOT_FULL=1 adds the signed update, the rollback and the tampered updates)" \
+      env IMAGE_BOOT_SMOKE=1 tests/image/boot.sh
+  fi
+}
+
+# Functional steps whose waits are of 10 s or more. The two network-namespace steps (tunnel
+# throughput, hardening's root edge) share this lane, so their namespaces never overlap.
+lane_b() {
+  lstep B "WAF end-to-end: attacks, benign corpus, audit evidence, memory across 100 reloads" \
+    tests/e2e/waf.sh
+  lstep B "tunnel interop: sase-tunnel core vs stock wireguard-go in network namespaces" \
+    tests/e2e/tunnel-interop.sh
+  lstep B "tunnel throughput smoke: iperf3 through the edge vs wireguard-go <-> wireguard-go (debug build, 2 s per run; the figure comes from the release run, docs/PERFORMANCE.md)" \
+    env SASE_PROFILE=debug TUNNEL_PERF_SECONDS=2 tests/perf/tunnel.sh
+  lstep B "tenant isolation and roles over every control-plane endpoint (expects leaks=0)" \
+    tests/security/isolation.sh
+  lstep B "audit tamper test: direct edits of SQLite and PostgreSQL are found and named by sase-audit verify" \
+    tests/e2e/audit-tamper.sh
+  lstep B "API contract end-to-end: OpenAPI request checks, response scrubbing, error rewriting, headers, CORS (expects failed=0)" \
+    tests/e2e/contract.sh
+  lstep B "authorization guards end-to-end: API1 ownership, API7 egress allowlist, API10 third-party responses, GraphQL limits, token translation + upstream mTLS, listener client certificates (expects failed=0)" \
+    tests/e2e/authz.sh
+  lstep B "staged policy rollouts: canary health, automatic rollback the rest of the fleet never sees, promotion, manual rollback (expects failed=0)" \
+    tests/e2e/rollout.sh
+  lstep B "dry runs: recorded requests replayed against drafts, exactly the changed decisions reported (expects failed=0)" \
+    tests/e2e/dryrun.sh
+  lstep B "audit delivery under faults: SIGKILL edge / control plane / both under load, bounded spool in alert and fail-closed modes (expects lost=0 duplicated=0)" \
+    tests/e2e/audit-faults.sh
+  lstep B "SIEM forwarding: rsyslog over TLS (RFC 5424/5425), JSON lines and OCSF, through a receiver outage (expects failed=0 lost=0)" \
+    tests/e2e/siem.sh
+  lstep B "schemathesis through the edge against the contract's OpenAPI document (expects server_errors=0 accepted_invalid=0)" \
+    tests/security/schemathesis.sh
+  lstep B "schemathesis against the control plane's own OpenAPI document, every operation as the MSP owner (expects server_errors=0)" \
+    tests/security/schemathesis-control.sh
+  lstep B "OWASP API Top 10 (2023): each risk attacked directly (works) and through the edge (stopped; expects stopped=10 of=10)" \
+    tests/security/owasp-top10.sh
+  lstep B "control-plane backup and restore onto a fresh data dir, on SQLite and on PostgreSQL (pg_dump, pg_restore into a fresh database): the edge stays enrolled, policy pushes reach it, the audit export verifies (expects backup_restore failed=0)" \
+    tests/e2e/backup-restore.sh
+  lstep B "policy signing-key rotation with overlap: announce, activate, the edge retires the old key and refuses bundles signed with it (expects key_rotation failed=0)" \
+    tests/e2e/key-rotation.sh
+  lstep B "hardening, every part: sign-in throttling and lockout, CSRF, security headers, session revocation, control-plane TLS and certificate reload (SQLite, and PostgreSQL with two replicas); secrets at rest; metrics, health, JSON logs joined to audit references, edge TLS and reload, diag redaction, file modes, unit sandboxing; a root edge with its tunnel holds no capability on any thread, NoNewPrivs 1, and still passes tunnel traffic (expects hardening failed=0)" \
+    tests/security/hardening.sh
+}
+
+step "two lanes at once: lane A (fuzz smoke, throughput smokes, appliance image) and lane B (functional end-to-end and security suites); each step is printed whole when it ends"
+(lane_a) &
+LANE_A=$!
+(lane_b) &
+LANE_B=$!
+lanes_ok=1
+wait "$LANE_A" || lanes_ok=0
+wait "$LANE_B" || lanes_ok=0
+rm -rf "$LANE_LOGS"
+if [ "$lanes_ok" -ne 1 ]; then
+  echo "=== a step in the lanes failed (its output is above, marked FAILED)" >&2
+  exit 1
+fi
+
+# --- alone, one after another: latency thresholds, the CRS comparison, the console builds ----
 step "spine end-to-end (SQLite)"
 tests/e2e/spine.sh
-
-step "WAF end-to-end: attacks, benign corpus, audit evidence, memory across 100 reloads"
-tests/e2e/waf.sh
-
-step "tunnel interop: sase-tunnel core vs stock wireguard-go in network namespaces"
-tests/e2e/tunnel-interop.sh
 
 step "ZTNA end-to-end: stock wireguard-go (from sase-connect export-config) and sase-connect through the real sase-edge tunnel to a LAN server; ACL, bad input, cookies; HTTP from the tunnel through the WAF + gateway with the tunnel identity; tunnel audit events and metrics; a user disabled and a failing posture refused (expects ztna_e2e failed=0; revocation_ms is from the admin call)"
 tests/e2e/ztna.sh
 
-step "tunnel throughput smoke: iperf3 through the edge vs wireguard-go <-> wireguard-go (debug build, 2 s per run, about 16 s once built; the figure comes from the release run, docs/PERFORMANCE.md)"
-SASE_PROFILE=debug TUNNEL_PERF_SECONDS=2 tests/perf/tunnel.sh
-
 step "JWT attacks through the edge (PyJWT-minted, expects bypassed=0)"
 tests/security/jwt-attacks.sh
-
-step "tenant isolation and roles over every control-plane endpoint (expects leaks=0)"
-tests/security/isolation.sh
 
 step "CRS 3.3.4 regression suite: edge vs nginx + ModSecurity (full, about a minute)"
 tests/conformance/crs.sh
 
-step "WAF throughput smoke: edge vs nginx + ModSecurity (debug build, 2 s per scenario; the figure comes from the full run, docs/PERFORMANCE.md)"
-SASE_PROFILE=debug WAF_PERF_SECONDS=2 WAF_PERF_ROUNDS=1 WAF_PERF_MIN_RATIO=0 tests/perf/waf.sh
-
-step "audit tamper test: direct edits of SQLite and PostgreSQL are found and named by sase-audit verify"
-tests/e2e/audit-tamper.sh
-
-step "audit ingest throughput smoke (debug build, 20,000 events per backend; the figure comes from the release run, docs/PERFORMANCE.md)"
-SASE_PROFILE=debug AUDIT_PERF_EVENTS=20000 tests/perf/audit.sh
-
-step "API contract end-to-end: OpenAPI request checks, response scrubbing, error rewriting, headers, CORS (expects failed=0)"
-tests/e2e/contract.sh
-
-step "authorization guards end-to-end: API1 ownership, API7 egress allowlist, API10 third-party responses, GraphQL limits, token translation + upstream mTLS, listener client certificates (expects failed=0)"
-tests/e2e/authz.sh
-
-step "staged policy rollouts: canary health, automatic rollback the rest of the fleet never sees, promotion, manual rollback (expects failed=0)"
-tests/e2e/rollout.sh
-
-step "dry runs: recorded requests replayed against drafts, exactly the changed decisions reported (expects failed=0)"
-tests/e2e/dryrun.sh
-
 step "policy push smoke: 100 simulated edges with device certificates, one replica and two on PostgreSQL via LISTEN/NOTIFY (debug; the figure comes from the release run with 1,000, docs/PERFORMANCE.md)"
 SASE_PROFILE=debug PUSH_EDGES=100 PUSH_ROUNDS=2 tests/perf/push.sh
 
-step "audit delivery under faults: SIGKILL edge / control plane / both under load, bounded spool in alert and fail-closed modes (expects lost=0 duplicated=0)"
-tests/e2e/audit-faults.sh
-
-step "SIEM forwarding: rsyslog over TLS (RFC 5424/5425), JSON lines and OCSF, through a receiver outage (expects failed=0 lost=0)"
-tests/e2e/siem.sh
-
-step "schemathesis through the edge against the contract's OpenAPI document (expects server_errors=0 accepted_invalid=0)"
-tests/security/schemathesis.sh
-
-step "schemathesis against the control plane's own OpenAPI document, every operation as the MSP owner (expects server_errors=0)"
-tests/security/schemathesis-control.sh
-
 step "continuous access evaluation (SET revocation on an open keep-alive connection, expects caep_revocation_ms <= 1000) and API inventory (shadow / zombie endpoints; expects failed=0)"
 tests/e2e/cae.sh
-
-step "OWASP API Top 10 (2023): each risk attacked directly (works) and through the edge (stopped; expects stopped=10 of=10)"
-tests/security/owasp-top10.sh
 
 step "QUIC end-to-end: HTTP/3 (aioquic) vs HTTPS/TCP outcomes, sni_filter relay, block/drop (expects failed=0)"
 tests/e2e/quic.sh
@@ -124,29 +180,11 @@ tests/e2e/quic.sh
 step "QUIC fallback smoke: QUIC first then TCP, block vs drop (5 + 2 rounds; expects fallback_ms_reject < 50)"
 QUIC_FALLBACK_ROUNDS=5 QUIC_FALLBACK_DROP_ROUNDS=2 tests/perf/quic-fallback.sh
 
-step "HTTP/3 vs HTTPS/TCP throughput smoke (debug build, 2 s per transport; the figure comes from the release run, docs/PERFORMANCE.md)"
-SASE_PROFILE=debug H3_PERF_SECONDS=2 H3_PERF_ROUNDS=1 tests/perf/h3.sh
-
-step "appliance image: build, boot under QEMU (TCG) to enforcing (smoke; IMAGE_BOOT_FULL=1 adds the signed update, the rollback and the tampered updates)"
-if [ "${IMAGE_BOOT_FULL:-0}" = 1 ]; then tests/image/boot.sh; else IMAGE_BOOT_SMOKE=1 tests/image/boot.sh; fi
-
 step "rate limits, flow limits, route size limits and timeouts, a Redis budget shared by two edges (real redis-server; expects failed=0, about 40 s)"
 tests/e2e/limits.sh
 
 step "keep-alive and slowloris smoke (debug build, 1,000 keep-alive connections, 300 slow connections per attacking address, 10 s; the figure comes from the release run, docs/PERFORMANCE.md)"
 SASE_PROFILE=debug SLOWLORIS_KEEPALIVE=1000 SLOWLORIS_ATTACKERS_PER_IP=300 SLOWLORIS_SECONDS=10 tests/perf/slowloris.sh
-
-step "API gateway throughput smoke: edge (JWT ES256, scope, ownership, OpenAPI, rate limit) vs nginx reverse proxy (debug build, 2 s; the figure comes from the release run, docs/PERFORMANCE.md)"
-SASE_PROFILE=debug GATEWAY_PERF_SECONDS=2 GATEWAY_PERF_ROUNDS=1 GATEWAY_PERF_MIN_RATIO=0 tests/perf/gateway.sh
-
-step "control-plane backup and restore onto a fresh data dir, on SQLite and on PostgreSQL (pg_dump, pg_restore into a fresh database): the edge stays enrolled, policy pushes reach it, the audit export verifies (expects backup_restore failed=0; about 30 s once built)"
-tests/e2e/backup-restore.sh
-
-step "policy signing-key rotation with overlap: announce, activate, the edge retires the old key and refuses bundles signed with it (expects key_rotation failed=0; a few seconds once built)"
-tests/e2e/key-rotation.sh
-
-step "hardening, every part: sign-in throttling and lockout, CSRF, security headers, session revocation, control-plane TLS and certificate reload (SQLite, and PostgreSQL with two replicas); secrets at rest (no key material in the raw SQLite files or a pg_dump, wrong and missing keys refused, modes); metrics, health, JSON logs joined to audit references, edge TLS and reload, diag redaction, file modes, unit sandboxing; a root edge with its tunnel holds no capability on any thread, NoNewPrivs 1, and still passes tunnel traffic (expects hardening failed=0; about 60 s once built)"
-tests/security/hardening.sh
 
 step "web console component tests: the policy forms in headless chromium (wasm-bindgen-test), each field showing sase-model's validation errors at its path (expects console_component_tests failed=0; about a minute once built)"
 tests/console/component-tests.sh
