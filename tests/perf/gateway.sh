@@ -369,10 +369,10 @@ if [ -n "${GATEWAY_PERF_CALLGRIND:-}" ]; then
   serve_edge edge_cg "$WORK/bin-cg"
   wait_ok "$STACK_URL"
   wrk -t1 -c8 -d3s --timeout 30s -s "$WORK/post.lua" "$STACK_URL" > "$WORK/wrk-edge_cg-warmup.txt"
-  callgrind_control -z "$STACK_PID" > /dev/null
+  callgrind_control -z "$STACK_PID" > /dev/null 2>&1
   wrk -t1 -c8 -d"${GATEWAY_PERF_CALLGRIND_SECONDS:-20}s" --timeout 30s -s "$WORK/post.lua" "$STACK_URL" \
     > "$WORK/wrk-edge_cg.txt"
-  callgrind_control -d "$STACK_PID" > /dev/null
+  callgrind_control -d "$STACK_PID" > /dev/null 2>&1
   cg_requests=$(awk '/requests in/ {print $1}' "$WORK/wrk-edge_cg.txt")
   cg_out=$(find "$WORK" -maxdepth 1 -name "callgrind.out.$STACK_PID.*" | head -1)
   callgrind_annotate --inclusive=yes "$cg_out" > "$WORK/callgrind-inclusive.txt" 2>/dev/null
