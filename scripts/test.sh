@@ -11,7 +11,8 @@
 # latency thresholds (propagation, revocation, fallback, time windows), the CRS comparison and
 # the console's builds run alone, one after another. The run is CPU-bound on the two-core CI
 # machine, so the lanes save only the time the waiting steps leave a core idle: the end-to-end
-# part took 1,149 s at e4f0812 (lanes 547 s) against about 1,425 s one step at a time.
+# part took 1,149 s at e4f0812 (lanes 547 s) and 1,194 s at ca594a7 (lanes 573 s), against
+# about 1,425 s one step at a time.
 #
 #   sudo ./scripts/test.sh
 set -euo pipefail
