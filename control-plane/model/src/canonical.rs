@@ -43,6 +43,15 @@ impl Canonical<'_> {
     }
 }
 
+/// `{"variant":`, the wrapper `serde_json` writes around an enum variant that carries data;
+/// whoever writes the content closes it with `}`.
+fn open_variant(out: &mut Vec<u8>, variant: &str) -> Result<(), Error> {
+    out.push(b'{');
+    serde_json::to_writer(&mut *out, variant)?;
+    out.push(b':');
+    Ok(())
+}
+
 /// `[` ... `]`, with `suffix` after the bracket (the `}` closing a tuple variant's wrapper).
 struct Array<'a> {
     out: &'a mut Vec<u8>,
@@ -50,7 +59,16 @@ struct Array<'a> {
     suffix: &'static [u8],
 }
 
-impl Array<'_> {
+impl<'a> Array<'a> {
+    fn open(out: &'a mut Vec<u8>, suffix: &'static [u8]) -> Self {
+        out.push(b'[');
+        Array {
+            out,
+            first: true,
+            suffix,
+        }
+    }
+
     fn element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
         if !self.first {
             self.out.push(b',');
@@ -244,18 +262,15 @@ impl<'a> ser::Serializer for Canonical<'a> {
         variant: &'static str,
         value: &T,
     ) -> Result<(), Error> {
-        let mut object = Object::open(self.out, b"", Some(1));
-        object.member(Cow::Borrowed(variant), value)?;
-        object.close();
+        open_variant(self.out, variant)?;
+        value.serialize(Canonical {
+            out: &mut *self.out,
+        })?;
+        self.out.push(b'}');
         Ok(())
     }
     fn serialize_seq(self, _len: Option<usize>) -> Result<Array<'a>, Error> {
-        self.out.push(b'[');
-        Ok(Array {
-            out: self.out,
-            first: true,
-            suffix: b"",
-        })
+        Ok(Array::open(self.out, b""))
     }
     fn serialize_tuple(self, len: usize) -> Result<Array<'a>, Error> {
         self.serialize_seq(Some(len))
@@ -270,14 +285,8 @@ impl<'a> ser::Serializer for Canonical<'a> {
         variant: &'static str,
         _len: usize,
     ) -> Result<Array<'a>, Error> {
-        self.out.push(b'{');
-        serde_json::to_writer(&mut *self.out, variant)?;
-        self.out.extend_from_slice(b":[");
-        Ok(Array {
-            out: self.out,
-            first: true,
-            suffix: b"}",
-        })
+        open_variant(self.out, variant)?;
+        Ok(Array::open(self.out, b"}"))
     }
     fn serialize_map(self, len: Option<usize>) -> Result<Object<'a>, Error> {
         Ok(Object::open(self.out, b"", len))
@@ -292,9 +301,7 @@ impl<'a> ser::Serializer for Canonical<'a> {
         variant: &'static str,
         len: usize,
     ) -> Result<Object<'a>, Error> {
-        self.out.push(b'{');
-        serde_json::to_writer(&mut *self.out, variant)?;
-        self.out.push(b':');
+        open_variant(self.out, variant)?;
         Ok(Object::open(self.out, b"}", Some(len)))
     }
 }
