@@ -237,13 +237,21 @@ json.dump(policy, open(out, "w"))
 EOF
 serve_edge edge "$BIN"
 EDGE_URL=$STACK_URL EDGE_PID=$STACK_PID
+# bins_but_edge DIR: DIR holds links to every binary of $BIN except sase-edge, which the caller
+# puts there (another build for the A/B, a wrapper for callgrind).
+bins_but_edge() {
+  mkdir -p "$1"
+  local f
+  for f in "$BIN"/sase-*; do
+    if [ -x "$f" ] && [ -f "$f" ] && [ "$(basename "$f")" != sase-edge ]; then
+      ln -sf "$f" "$1/$(basename "$f")"
+    fi
+  done
+}
 TARGETS="nginx edge"
 if [ -n "${GATEWAY_PERF_COMPARE_BIN:-}" ]; then
   # The same binaries, but the other sase-edge.
-  mkdir -p "$WORK/bin-b"
-  for f in "$BIN"/sase-*; do
-    [ -x "$f" ] && [ -f "$f" ] && ln -sf "$f" "$WORK/bin-b/$(basename "$f")"
-  done
+  bins_but_edge "$WORK/bin-b"
   ln -sf "$(readlink -f "$GATEWAY_PERF_COMPARE_BIN")" "$WORK/bin-b/sase-edge"
   serve_edge edge_b "$WORK/bin-b"
   EDGE_B_URL=$STACK_URL EDGE_B_PID=$STACK_PID
@@ -356,11 +364,7 @@ if [ -n "${GATEWAY_PERF_CALLGRIND:-}" ]; then
   # barely moves with the machine's load, so it judges a change where rps and CPU time cannot.
   # valgrind hides SHA-NI, so SHA-256 is counted in software (the audit chain and the token
   # cache's hash weigh more here than on the CPU).
-  mkdir -p "$WORK/bin-cg"
-  for f in "$BIN"/sase-*; do
-    [ -x "$f" ] && [ -f "$f" ] && ln -sf "$f" "$WORK/bin-cg/$(basename "$f")"
-  done
-  rm -f "$WORK/bin-cg/sase-edge"
+  bins_but_edge "$WORK/bin-cg"
   # One process to count: no jemalloc background thread, so the edge does not execute itself
   # again (which would leave valgrind).
   printf '#!/bin/sh\nexport MALLOC_CONF=background_thread:false SASE_EDGE_REEXEC_SINGLE_THREADED=1\nexec valgrind --tool=callgrind --callgrind-out-file=%s/callgrind.out.%%p %s/sase-edge "$@"\n' \
