@@ -31,11 +31,14 @@ stack_api() { # stack_api <METHOD> <path> [<body file>]: prints the driver's ans
 }
 api_body() { sed 's/^api sent_unix_ms=[0-9]* status=[0-9]* body=//'; }
 api_status() { sed 's/^api sent_unix_ms=[0-9]* status=\([0-9]*\) .*/\1/'; }
-totp_now() { # totp_now <base32 secret>: the current RFC 6238 code
+# totp_now <base32 secret> <step offset>: the RFC 6238 code of the current 30-second step plus the
+# offset. The control plane accepts the previous, current and next step, each once and in
+# increasing order, so successive sign-ins here use -1, 0 and +1.
+totp_now() {
   python3 -c "import base64,hashlib,hmac,struct,sys,time
 s=sys.argv[1]; k=base64.b32decode(s + '=' * (-len(s) % 8))
-h=hmac.new(k, struct.pack('>Q', int(time.time()) // 30), hashlib.sha1).digest(); o=h[-1] & 15
-print('%06d' % ((struct.unpack('>I', h[o:o + 4])[0] & 0x7fffffff) % 1000000))" "$1"
+h=hmac.new(k, struct.pack('>Q', int(time.time()) // 30 + int(sys.argv[2])), hashlib.sha1).digest(); o=h[-1] & 15
+print('%06d' % ((struct.unpack('>I', h[o:o + 4])[0] & 0x7fffffff) % 1000000))" "$1" "$2"
 }
 client_api() { # client_api <METHOD> <path> [<token>] [<body file>]: "<status> <body>"
   local args=(-sS --max-time 10 --cacert "$CA" -X "$1" -o "$WORK/client-api.out" -w '%{http_code}')
@@ -114,14 +117,14 @@ connect() { # connect <config dir> <args...>: sase-connect in the client namespa
   shift
   in_c env SASE_CONNECT_PASSWORD="$USER_PASSWORD" "$BINS/sase-connect" --config-dir "$dir" "$@"
 }
-connect_login() { # connect_login <config dir>
+connect_login() { # connect_login <config dir> <TOTP step offset>
   connect "$1" login "https://$EDGE_IP:$CP_FWD_PORT" --tenant "$TENANT" --user bob --site "$SITE" \
-    --ca-cert "$CA" --totp "$(totp_now "$TOTP_SECRET")"
+    --ca-cert "$CA" --totp "$(totp_now "$TOTP_SECRET" "$2")"
 }
 C1="$WORK/connect-1"
 C2="$WORK/connect-2"
 check "sase-connect login (password + TOTP, CA pinned): session stored 0600" \
-  bash -c "$(declare -f connect connect_login totp_now in_c); NS_C='$NS_C' BINS='$BINS' USER_PASSWORD='$USER_PASSWORD' EDGE_IP='$EDGE_IP' CP_FWD_PORT='$CP_FWD_PORT' TENANT='$TENANT' SITE='$SITE' CA='$CA' TOTP_SECRET='$TOTP_SECRET'; connect_login '$C1' && [ \$(stat -c %a '$C1/session.json') = 600 ] && [ \$(stat -c %a '$C1') = 700 ]"
+  bash -c "$(declare -f connect connect_login totp_now in_c); NS_C='$NS_C' BINS='$BINS' USER_PASSWORD='$USER_PASSWORD' EDGE_IP='$EDGE_IP' CP_FWD_PORT='$CP_FWD_PORT' TENANT='$TENANT' SITE='$SITE' CA='$CA' TOTP_SECRET='$TOTP_SECRET'; connect_login '$C1' -1 && [ \$(stat -c %a '$C1/session.json') = 600 ] && [ \$(stat -c %a '$C1') = 700 ]"
 TUN_C=szc$ID
 refuse "sase-connect up without CAP_NET_ADMIN is refused" \
   in_c setpriv --bounding-set -net_admin --inh-caps -net_admin "$BINS/sase-connect" --config-dir "$C1" up --tun "$TUN_C"
@@ -150,7 +153,7 @@ check "sase-connect down: the tunnel stops" bash -c "ip netns exec '$NS_C' '$BIN
 wait "$CONNECT_PID" 2>/dev/null || true
 
 # --- the stock client from export-config --------------------------------------------------------
-connect_login "$C2" >/dev/null
+connect_login "$C2" 0 >/dev/null
 connect "$C2" export-config --device-name bob-wg-app >"$WORK/bob-export.conf" 2>"$WORK/export.err" || cat "$WORK/export.err"
 BOB_ADDR=$(sed -n 's/^Address = \([0-9.]*\)\/32$/\1/p' "$WORK/bob-export.conf")
 check "export-config: a wg-quick file (address from the pool, edge key and endpoint, allowed networks)" \
@@ -212,7 +215,7 @@ echo "     user disabled: admin call at $SENT_MS ($(echo "$DISABLE" | api_status
 check "revocation: disabling the user stopped the live tunnel within 1000 ms of the admin call" \
   bash -c "[ -n '$REVOCATION_MS' ] && [ '$REVOCATION_MS' -le 1000 ]"
 check "reconnect: sase-connect login is refused (user_disabled)" \
-  bash -c "$(declare -f connect connect_login totp_now in_c); NS_C='$NS_C' BINS='$BINS' USER_PASSWORD='$USER_PASSWORD' EDGE_IP='$EDGE_IP' CP_FWD_PORT='$CP_FWD_PORT' TENANT='$TENANT' SITE='$SITE' CA='$CA' TOTP_SECRET='$TOTP_SECRET'; ! connect_login '$WORK/connect-3' 2>'$WORK/relogin.err' && grep -q user_disabled '$WORK/relogin.err'"
+  bash -c "$(declare -f connect connect_login totp_now in_c); NS_C='$NS_C' BINS='$BINS' USER_PASSWORD='$USER_PASSWORD' EDGE_IP='$EDGE_IP' CP_FWD_PORT='$CP_FWD_PORT' TENANT='$TENANT' SITE='$SITE' CA='$CA' TOTP_SECRET='$TOTP_SECRET'; ! connect_login '$WORK/connect-3' 1 2>'$WORK/relogin.err' && grep -q user_disabled '$WORK/relogin.err'"
 check "reconnect: the old session token is refused (403 user_disabled)" \
   bash -c '[[ "$1" == "403 "*user_disabled* ]]' _ "$(client_api GET "/api/ztna/devices/$DEVICE_ID/config" "$TOKEN")"
 UNKNOWN_BEFORE=$(jq '.global.drops.unknown_peer // 0' "$STATUS")

@@ -794,7 +794,7 @@ pub async fn enrol_totp(
     let username: String = row.try_get("username").map_err(db)?;
     let secret = crate::totp::new_secret();
     let sealed = state.store.seal_text(&totp_purpose(&user_id), &secret);
-    sqlx::query("UPDATE ztna_users SET totp_secret = $1 WHERE id = $2")
+    sqlx::query("UPDATE ztna_users SET totp_secret = $1, totp_last_step = NULL WHERE id = $2")
         .bind(&sealed)
         .bind(&user_id)
         .execute(state.store.pool())
@@ -1462,13 +1462,31 @@ pub async fn client_login(
     };
     let secret = state.store.open_text(&totp_purpose(&user_id), sealed)?;
     let now = now_ms();
-    if crate::totp::verify(&secret, code, now).is_none() {
-        tracing::warn!(tenant = %body.tenant_id, user = %user_id, "ztna sign-in: wrong TOTP code");
+    // A code is good once: its step must come after the last one used (a code seen on the wire
+    // or over a shoulder cannot open a second session within its 90-second window).
+    let accepted = match crate::totp::verify(&secret, code, now) {
+        Some(step) => {
+            let step = i64::try_from(step).map_err(ApiError::internal)?;
+            sqlx::query(
+                "UPDATE ztna_users SET totp_last_step = $1 WHERE id = $2 AND (totp_last_step IS NULL OR totp_last_step < $1)",
+            )
+            .bind(step)
+            .bind(&user_id)
+            .execute(state.store.pool())
+            .await
+            .map_err(db)?
+            .rows_affected()
+                == 1
+        }
+        None => false,
+    };
+    if !accepted {
+        tracing::warn!(tenant = %body.tenant_id, user = %user_id, "ztna sign-in: wrong or reused TOTP code");
         failed().await;
         return Err(refused(
             StatusCode::UNAUTHORIZED,
             "totp_invalid",
-            "the TOTP code is wrong or too old",
+            "the TOTP code is wrong, too old or already used: wait for the next code",
         ));
     }
     let ttl = session_ttl(&state, &body.tenant_id).await?;

@@ -17,10 +17,45 @@ const KEY_A: &str = "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE=";
 const KEY_B: &str = "QkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkI=";
 const STATIC_KEY: &str = "U1NTU1NTU1NTU1NTU1NTU1NTU1NTU1NTU1NTU1NTU1M=";
 
-fn code(secret: &str) -> String {
+fn current_step() -> u64 {
+    u64::try_from(now_ms()).expect("time") / 1000 / sase_control::totp::STEP_SECONDS
+}
+
+fn code_at(secret: &str, step: u64) -> String {
     let key = sase_control::totp::base32_decode(secret).expect("base32");
-    let step = u64::try_from(now_ms()).expect("time") / 1000 / sase_control::totp::STEP_SECONDS;
     format!("{:06}", sase_control::totp::code_at(&key, step))
+}
+
+/// The current code: for sign-ins refused before the code is looked at.
+fn code(secret: &str) -> String {
+    code_at(secret, current_step())
+}
+
+/// Codes of one seed for successful sign-ins, as an authenticator app's user gets them: each of
+/// a later step than the last one used (the control plane takes a step once). The control
+/// plane accepts the previous, current and next step, so three sign-ins fit without waiting; a
+/// fourth waits for the clock to reach the step it needs.
+struct Codes {
+    secret: String,
+    next_step: u64,
+}
+
+impl Codes {
+    fn new(secret: &str) -> Self {
+        Self {
+            secret: secret.to_string(),
+            next_step: current_step().saturating_sub(1),
+        }
+    }
+
+    async fn next(&mut self) -> String {
+        let step = self.next_step.max(current_step().saturating_sub(1));
+        while step > current_step() + 1 {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        self.next_step = step + 1;
+        code_at(&self.secret, step)
+    }
 }
 
 fn posture(disk: bool) -> Value {
@@ -162,11 +197,12 @@ async fn users_devices_rules_compile_into_peers_and_revocation_removes_them() {
         r.expect_status(StatusCode::UNAUTHORIZED)["error"],
         "totp_required"
     );
-    let wrong = if code(&secret) == "000000" {
-        "111111"
-    } else {
-        "000000"
-    };
+    let step = current_step();
+    let accepted: Vec<String> = (step - 1..=step + 1).map(|s| code_at(&secret, s)).collect();
+    let wrong = ["000000", "111111", "222222", "333333"]
+        .into_iter()
+        .find(|c| !accepted.iter().any(|a| a == c))
+        .expect("a code no step in the window has");
     let r = login(&app, &tenant, "alice", Some(wrong.into())).await;
     assert_eq!(
         r.expect_status(StatusCode::UNAUTHORIZED)["error"],
@@ -177,11 +213,19 @@ async fn users_devices_rules_compile_into_peers_and_revocation_removes_them() {
         r.expect_status(StatusCode::UNAUTHORIZED)["error"],
         "invalid_credentials"
     );
-    let session = login(&app, &tenant, "alice", Some(code(&secret)))
+    let mut codes = Codes::new(&secret);
+    let first_code = codes.next().await;
+    let session = login(&app, &tenant, "alice", Some(first_code.clone()))
         .await
         .expect_status(StatusCode::OK);
     let token = session["token"].as_str().expect("token").to_string();
     assert!(token.starts_with("zt_"));
+    // A code opens one session: the same code again, still inside its window, is refused.
+    let r = login(&app, &tenant, "alice", Some(first_code)).await;
+    assert_eq!(
+        r.expect_status(StatusCode::UNAUTHORIZED)["error"],
+        "totp_invalid"
+    );
 
     // Client endpoints refuse admin credentials; admin endpoints refuse client tokens.
     let r = app
@@ -353,7 +397,7 @@ async fn users_devices_rules_compile_into_peers_and_revocation_removes_them() {
         "session_revoked"
     );
     assert_eq!(peers(&app, &admin, &tenant).await.len(), 1);
-    let session2 = login(&app, &tenant, "alice", Some(code(&secret)))
+    let session2 = login(&app, &tenant, "alice", Some(codes.next().await))
         .await
         .expect_status(StatusCode::OK);
     let token2 = session2["token"].as_str().expect("token").to_string();
@@ -382,7 +426,7 @@ async fn users_devices_rules_compile_into_peers_and_revocation_removes_them() {
     assert_eq!(peers(&app, &admin, &tenant).await.len(), 1);
 
     // Expiry: a session whose end passed is taken out by the watch.
-    let session3 = login(&app, &tenant, "alice", Some(code(&secret)))
+    let session3 = login(&app, &tenant, "alice", Some(codes.next().await))
         .await
         .expect_status(StatusCode::OK);
     let token3 = session3["token"].as_str().expect("token").to_string();
@@ -420,6 +464,23 @@ async fn users_devices_rules_compile_into_peers_and_revocation_removes_them() {
         r.expect_status(StatusCode::UNAUTHORIZED)["error"],
         "session_expired"
     );
+
+    // A new seed starts afresh: its code for the step the old seed's last code had is accepted.
+    let reenrol = app
+        .call(
+            Method::POST,
+            &format!("{t}/users/{user_id}/totp"),
+            Some(&admin),
+            None,
+        )
+        .await
+        .expect_status(StatusCode::OK);
+    let new_secret = reenrol["secret"].as_str().expect("secret");
+    let old_last_step = codes.next_step - 1;
+    let step = old_last_step.max(current_step() - 1);
+    login(&app, &tenant, "alice", Some(code_at(new_secret, step)))
+        .await
+        .expect_status(StatusCode::OK);
 
     // Every admin change is in the trail.
     let actions = app
