@@ -9,7 +9,9 @@
 # a port, a namespace or a virtualenv run in two lanes at once (one CPU-heavy, one functional;
 # each step's output is printed whole when it ends, with its lane and time); the steps with
 # latency thresholds (propagation, revocation, fallback, time windows), the CRS comparison and
-# the console's builds run alone, one after another. The run is CPU-bound on the two-core CI
+# the console's tests run alone, one after another. The console itself is built before the
+# workspace, so sase-control embeds it from its first build instead of being rebuilt (with
+# every binary and test that links it) for the console's end-to-end step. The run is CPU-bound on the two-core CI
 # machine, so the lanes save only the time the waiting steps leave a core idle: the end-to-end
 # part took 1,149 s at e4f0812 (lanes 547 s) and 1,194 s at ca594a7 (lanes 573 s), against
 # about 1,425 s one step at a time.
@@ -47,6 +49,9 @@ fi
 
 step "sase-model builds for wasm32-unknown-unknown"
 cargo build -q -p sase-model --target wasm32-unknown-unknown
+
+step "web console build (scripts/build-console.sh: wasm clippy, the console profile, the size figure), before the workspace is built so sase-control embeds it from its first build"
+scripts/build-console.sh
 
 step "unit and integration tests (SQLite)"
 cargo test --workspace
@@ -194,6 +199,6 @@ step "web console component tests: the policy forms in headless chromium (wasm-b
 tests/console/component-tests.sh
 
 step "web console end-to-end in Debian's chromium (playwright-core): sign-in with TOTP, tenant tree, a claim code created in the UI enrols a real edge that comes online, a route's scope changed and deployed from the policy page, a 403 through the edge found in the audit explorer by its reference id, export, a user revoked, decommissioning, a screenshot of every page in docs/screenshots (expects console_e2e failed=0; about 2 minutes once built)"
-tests/console/run.sh
+CONSOLE_E2E_PREBUILT=1 tests/console/run.sh
 
 printf '\n=== all checks passed in %ss\n' "$((SECONDS - STARTED))"
