@@ -1,5 +1,5 @@
 //! Secrets at rest: every private key and seed the control plane keeps in its database (tenant
-//! CA private keys, the policy signing keys, admins' TOTP seeds) is sealed with the operator's
+//! CA private keys, the policy signing keys, admins' and remote users' TOTP seeds) is sealed with the operator's
 //! secrets key before it is written and opened when it is read.
 //!
 //! * AEAD: AES-256-GCM (ring), a fresh random 96-bit nonce per value.
@@ -7,7 +7,7 @@
 //!   16 hex digits of SHA-256 over a fixed label and the key, so a wrong key is recognised by
 //!   its id and reported at start, never decrypted into garbage.
 //! * Associated data: the prefix plus the value's *purpose* (`tenants.ca_key_pem:<tenant>`,
-//!   `admins.totp_secret:<admin>`, `settings:<key>`), so a ciphertext moved to another row or
+//!   `admins.totp_secret:<admin>`, `ztna_users.totp_secret:<user>`, `settings:<key>`), so a ciphertext moved to another row or
 //!   column does not open.
 //! * The key: `--secrets-key-file PATH` or env `SASE_SECRETS_KEY` (32 bytes, base64 or hex);
 //!   without either, `<data-dir>/secrets.key` (created 0600 on first start, with a warning:
@@ -227,6 +227,11 @@ pub fn totp_purpose(admin_id: &str) -> String {
     format!("admins.totp_secret:{admin_id}")
 }
 
+/// Purpose of a remote (ZTNA) user's TOTP seed.
+pub fn ztna_totp_purpose(user_id: &str) -> String {
+    format!("ztna_users.totp_secret:{user_id}")
+}
+
 /// Purpose of a secret setting.
 pub fn setting_purpose(key: &str) -> String {
     format!("settings:{key}")
@@ -356,6 +361,20 @@ async fn stored_secrets(store: &Store) -> StoreResult<Vec<StoredSecret>> {
             id,
         });
     }
+    for row in sqlx::query("SELECT id, totp_secret FROM ztna_users WHERE totp_secret IS NOT NULL")
+        .fetch_all(store.pool())
+        .await?
+    {
+        let id: String = row.try_get("id")?;
+        out.push(StoredSecret {
+            table: "ztna_users",
+            column: "totp_secret",
+            id_column: "id",
+            purpose: ztna_totp_purpose(&id),
+            value: row.try_get("totp_secret")?,
+            id,
+        });
+    }
     for key in SECRET_SETTINGS {
         if let Some(value) = store.setting(key).await? {
             out.push(StoredSecret {
@@ -442,7 +461,7 @@ pub async fn seal_existing(store: &Store) -> Result<SealReport, SecretsError> {
                     .map_err(StoreError::from)?;
             }
             Backend::Postgres => {
-                for table in ["tenants", "admins", "settings"] {
+                for table in ["tenants", "admins", "ztna_users", "settings"] {
                     sqlx::query(&format!("VACUUM FULL {table}"))
                         .execute(store.pool())
                         .await
@@ -706,10 +725,30 @@ mod tests {
             .setting_init("policy_signing_key", "c2VlZA==")
             .await
             .expect("setting");
+        // A remote user's TOTP seed as an older version could have left it.
+        sqlx::query(
+            "INSERT INTO ztna_users (id, tenant_id, username, password_hash, totp_secret, disabled, created_at_ms) VALUES ('zu1', 't1', 'bob', 'x', 'JBSWY3DPEHPK3PXP', 0, 1)",
+        )
+        .execute(plain.pool())
+        .await
+        .expect("remote user");
         let sealer = Arc::new(Sealer::new(&[1u8; 32]));
         let store = plain.clone().with_sealer(sealer.clone());
         let report = seal_existing(&store).await.expect("seal");
-        assert_eq!(report.migrated, 2);
+        assert_eq!(report.migrated, 3);
+        let seed: String = sqlx::query("SELECT totp_secret FROM ztna_users WHERE id = 'zu1'")
+            .fetch_one(store.pool())
+            .await
+            .expect("row")
+            .try_get("totp_secret")
+            .expect("col");
+        assert!(is_sealed(&seed));
+        assert_eq!(
+            store
+                .open_text(&ztna_totp_purpose("zu1"), seed)
+                .expect("opens"),
+            "JBSWY3DPEHPK3PXP"
+        );
         let raw: String = sqlx::query("SELECT ca_key_pem FROM tenants WHERE id = 't1'")
             .fetch_one(store.pool())
             .await
@@ -731,7 +770,7 @@ mod tests {
         assert_eq!(
             seal_existing(&store).await.expect("again"),
             SealReport {
-                sealed: 2,
+                sealed: 3,
                 migrated: 0
             }
         );

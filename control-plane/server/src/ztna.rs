@@ -77,10 +77,6 @@ fn invalid_field(path: &str, message: &str) -> ApiError {
     )
 }
 
-fn totp_purpose(user_id: &str) -> String {
-    format!("ztna_users.totp_secret:{user_id}")
-}
-
 // ---------------------------------------------------------------------------------------
 // Compilation and publication
 // ---------------------------------------------------------------------------------------
@@ -793,7 +789,9 @@ pub async fn enrol_totp(
     let row = load_user(&state, &tenant_id, &user_id).await?;
     let username: String = row.try_get("username").map_err(db)?;
     let secret = crate::totp::new_secret();
-    let sealed = state.store.seal_text(&totp_purpose(&user_id), &secret);
+    let sealed = state
+        .store
+        .seal_text(&crate::secrets::ztna_totp_purpose(&user_id), &secret);
     sqlx::query("UPDATE ztna_users SET totp_secret = $1, totp_last_step = NULL WHERE id = $2")
         .bind(&sealed)
         .bind(&user_id)
@@ -1460,7 +1458,9 @@ pub async fn client_login(
             "send the current TOTP code",
         ));
     };
-    let secret = state.store.open_text(&totp_purpose(&user_id), sealed)?;
+    let secret = state
+        .store
+        .open_text(&crate::secrets::ztna_totp_purpose(&user_id), sealed)?;
     let now = now_ms();
     // A code is good once: its step must come after the last one used (a code seen on the wire
     // or over a shoulder cannot open a second session within its 90-second window).
