@@ -123,22 +123,31 @@ pub fn TextField(props: &FieldProps<String>) -> Html {
 #[function_component]
 pub fn ListField(props: &FieldProps<Vec<String>>) -> Html {
     let text = use_state(|| props.value.join(", "));
+    // The text as last typed or set, read by the effect below. The state above is not enough:
+    // when the parent renders with the new list before this field's own update is applied, the
+    // effect's copy of the state is the text from before the keystroke, which would replace what
+    // was typed ("a, b," shown as "a, b").
+    let latest = use_mut_ref(|| props.value.join(", "));
     {
         // Follow outside changes (YAML edits, a reload) without fighting the typist.
-        let text = text.clone();
+        let (text, latest) = (text.clone(), latest.clone());
         use_effect_with(props.value.clone(), move |value| {
-            if split_list(&text) != *value {
-                text.set(value.join(", "));
+            if split_list(&latest.borrow()) != *value {
+                let joined = value.join(", ");
+                latest.borrow_mut().clone_from(&joined);
+                text.set(joined);
             }
         });
     }
     let errors = errors_at(&props.errors, &props.path);
     let oninput = {
-        let (text, onchange) = (text.clone(), props.onchange.clone());
+        let (text, latest, onchange) = (text.clone(), latest.clone(), props.onchange.clone());
         move |e: InputEvent| {
             let t = input_value(&e);
-            onchange.emit(split_list(&t));
+            latest.borrow_mut().clone_from(&t);
+            let list = split_list(&t);
             text.set(t);
+            onchange.emit(list);
         }
     };
     let input = html! {
