@@ -1527,14 +1527,28 @@ impl Store {
         Ok(())
     }
 
-    /// Records a used TOTP step if it is later than the last one; false when it is not (replay).
+    /// Records an admin's used TOTP step if it is later than the last one; false when it is not
+    /// (replay).
     ///
     /// # Errors
     /// Database failure.
     pub async fn use_totp_step(&self, id: &str, step: i64) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "UPDATE admins SET totp_last_step = $1 WHERE id = $2 AND (totp_last_step IS NULL OR totp_last_step < $3)",
-        )
+        self.claim_totp_step("admins", id, step).await
+    }
+
+    /// [`Store::use_totp_step`] for a remote (ZTNA) user.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn use_ztna_totp_step(&self, user_id: &str, step: i64) -> StoreResult<bool> {
+        self.claim_totp_step("ztna_users", user_id, step).await
+    }
+
+    /// The replay check of both: one conditional update of `table.totp_last_step`.
+    async fn claim_totp_step(&self, table: &'static str, id: &str, step: i64) -> StoreResult<bool> {
+        let done = sqlx::query(&format!(
+            "UPDATE {table} SET totp_last_step = $1 WHERE id = $2 AND (totp_last_step IS NULL OR totp_last_step < $3)",
+        ))
         .bind(step)
         .bind(id)
         .bind(step)

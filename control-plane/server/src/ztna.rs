@@ -1467,16 +1467,7 @@ pub async fn client_login(
     let accepted = match crate::totp::verify(&secret, code, now) {
         Some(step) => {
             let step = i64::try_from(step).map_err(ApiError::internal)?;
-            sqlx::query(
-                "UPDATE ztna_users SET totp_last_step = $1 WHERE id = $2 AND (totp_last_step IS NULL OR totp_last_step < $1)",
-            )
-            .bind(step)
-            .bind(&user_id)
-            .execute(state.store.pool())
-            .await
-            .map_err(db)?
-            .rows_affected()
-                == 1
+            state.store.use_ztna_totp_step(&user_id, step).await?
         }
         None => false,
     };
