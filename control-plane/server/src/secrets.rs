@@ -331,49 +331,34 @@ struct StoredSecret {
     value: String,
 }
 
+/// The purpose of a sealed value, from its row's id.
+type Purpose = fn(&str) -> String;
+
 async fn stored_secrets(store: &Store) -> StoreResult<Vec<StoredSecret>> {
     let mut out = Vec::new();
-    for row in sqlx::query("SELECT id, ca_key_pem FROM tenants")
+    // The sealed columns of rows keyed by `id`, with the purpose each value is sealed for.
+    let columns: [(&str, &str, Purpose); 3] = [
+        ("tenants", "ca_key_pem", tenant_ca_purpose),
+        ("admins", "totp_secret", totp_purpose),
+        ("ztna_users", "totp_secret", ztna_totp_purpose),
+    ];
+    for (table, column, purpose) in columns {
+        for row in sqlx::query(&format!(
+            "SELECT id, {column} FROM {table} WHERE {column} IS NOT NULL"
+        ))
         .fetch_all(store.pool())
         .await?
-    {
-        let id: String = row.try_get("id")?;
-        out.push(StoredSecret {
-            table: "tenants",
-            column: "ca_key_pem",
-            id_column: "id",
-            purpose: tenant_ca_purpose(&id),
-            value: row.try_get("ca_key_pem")?,
-            id,
-        });
-    }
-    for row in sqlx::query("SELECT id, totp_secret FROM admins WHERE totp_secret IS NOT NULL")
-        .fetch_all(store.pool())
-        .await?
-    {
-        let id: String = row.try_get("id")?;
-        out.push(StoredSecret {
-            table: "admins",
-            column: "totp_secret",
-            id_column: "id",
-            purpose: totp_purpose(&id),
-            value: row.try_get("totp_secret")?,
-            id,
-        });
-    }
-    for row in sqlx::query("SELECT id, totp_secret FROM ztna_users WHERE totp_secret IS NOT NULL")
-        .fetch_all(store.pool())
-        .await?
-    {
-        let id: String = row.try_get("id")?;
-        out.push(StoredSecret {
-            table: "ztna_users",
-            column: "totp_secret",
-            id_column: "id",
-            purpose: ztna_totp_purpose(&id),
-            value: row.try_get("totp_secret")?,
-            id,
-        });
+        {
+            let id: String = row.try_get("id")?;
+            out.push(StoredSecret {
+                table,
+                column,
+                id_column: "id",
+                purpose: purpose(&id),
+                value: row.try_get(column)?,
+                id,
+            });
+        }
     }
     for key in SECRET_SETTINGS {
         if let Some(value) = store.setting(key).await? {
