@@ -74,6 +74,18 @@ async fn peers(app: &TestApp, token: &str, tenant: &str) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// Enrols (or replaces) a remote user's TOTP seed as the admin; the answer holds the secret.
+async fn enrol_totp(app: &TestApp, admin: &str, t: &str, user_id: &str) -> Value {
+    app.call(
+        Method::POST,
+        &format!("{t}/users/{user_id}/totp"),
+        Some(admin),
+        None,
+    )
+    .await
+    .expect_status(StatusCode::OK)
+}
+
 async fn login(app: &TestApp, tenant: &str, user: &str, totp: Option<String>) -> common::Reply {
     app.send_json(
         Method::POST,
@@ -178,15 +190,7 @@ async fn users_devices_rules_compile_into_peers_and_revocation_removes_them() {
         r.expect_status(StatusCode::FORBIDDEN)["error"],
         "totp_not_enrolled"
     );
-    let enrol = app
-        .call(
-            Method::POST,
-            &format!("{t}/users/{user_id}/totp"),
-            Some(&admin),
-            None,
-        )
-        .await
-        .expect_status(StatusCode::OK);
+    let enrol = enrol_totp(&app, &admin, &t, &user_id).await;
     let secret = enrol["secret"].as_str().expect("secret").to_string();
     assert!(enrol["otpauth_uri"]
         .as_str()
@@ -466,15 +470,7 @@ async fn users_devices_rules_compile_into_peers_and_revocation_removes_them() {
     );
 
     // A new seed starts afresh: its code for the step the old seed's last code had is accepted.
-    let reenrol = app
-        .call(
-            Method::POST,
-            &format!("{t}/users/{user_id}/totp"),
-            Some(&admin),
-            None,
-        )
-        .await
-        .expect_status(StatusCode::OK);
+    let reenrol = enrol_totp(&app, &admin, &t, &user_id).await;
     let new_secret = reenrol["secret"].as_str().expect("secret");
     let old_last_step = codes.next_step - 1;
     let step = old_last_step.max(current_step() - 1);
@@ -591,15 +587,7 @@ async fn remote_user_sign_ins_are_throttled_per_tenant_and_user() {
             .await
             .expect_status(StatusCode::CREATED);
         let user_id = user["id"].as_str().expect("id");
-        let enrol = app
-            .call(
-                Method::POST,
-                &format!("{t}/users/{user_id}/totp"),
-                Some(&admin),
-                None,
-            )
-            .await
-            .expect_status(StatusCode::OK);
+        let enrol = enrol_totp(&app, &admin, &t, user_id).await;
         secrets.push(enrol["secret"].as_str().expect("secret").to_string());
         tenants.push(tenant);
     }
