@@ -11,6 +11,7 @@ use sase_console::pages::policy::fields::{errors_at, parse_number};
 use sase_console::pages::policy::forms::{Edit, PolicyForm};
 use sase_console::pages::policy::{to_yaml, validation_errors};
 use sase_model::policy::Policy;
+use wasm_bindgen::closure::Closure;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_test::*;
 use web_sys::{Element, HtmlInputElement};
@@ -86,9 +87,43 @@ fn gloo_utils_document() -> web_sys::Document {
         .expect("document")
 }
 
-/// Lets Yew run its scheduled renders.
+/// Waits until the console is quiet after an event: Yew runs its renders and effects as
+/// microtasks, and a `MutationObserver` reports DOM changes as microtasks too, so once a
+/// zero-delay timeout (the next macrotask) fires, everything the event scheduled so far has run
+/// and been counted. The wait repeats until a whole event-loop turn passes without a change to
+/// the document, so a render that schedules another (a field's effect updating its text) is
+/// waited for as well. A console that never stops changing the page fails the test.
 async fn settle() {
-    gloo_timers::future::TimeoutFuture::new(30).await;
+    const MAX_TURNS: u32 = 200;
+    let changes = Rc::new(std::cell::Cell::new(0u32));
+    let counter = changes.clone();
+    let on_change = Closure::<dyn FnMut(js_sys::Array)>::new(move |records: js_sys::Array| {
+        counter.set(counter.get() + records.length());
+    });
+    let observer =
+        web_sys::MutationObserver::new(on_change.as_ref().unchecked_ref()).expect("observer");
+    let options = web_sys::MutationObserverInit::new();
+    options.set_subtree(true);
+    options.set_child_list(true);
+    options.set_attributes(true);
+    options.set_character_data(true);
+    observer
+        .observe_with_options(&gloo_utils_document().body().expect("body"), &options)
+        .expect("observe");
+    let mut quiet = false;
+    for _ in 0..MAX_TURNS {
+        let before = changes.get();
+        gloo_timers::future::TimeoutFuture::new(0).await;
+        if changes.get() == before {
+            quiet = true;
+            break;
+        }
+    }
+    observer.disconnect();
+    assert!(
+        quiet,
+        "the console kept changing the page for {MAX_TURNS} event-loop turns"
+    );
 }
 
 fn input(root: &Element, id: &str) -> HtmlInputElement {
