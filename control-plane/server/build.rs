@@ -1,5 +1,7 @@
-//! * Rebuilds the crate when a migration is added or changed: `sqlx::migrate!` embeds the
-//!   `migrations/` directory at compile time, and cargo does not watch it on its own.
+//! * Embeds the database migrations (`migrations/*.sql`) as `$OUT_DIR/migrations.rs`, a table
+//!   of (file name, SQL) that `sase_control::migrations` hands to sqlx's migrator, and rebuilds
+//!   the crate when a migration is added or changed (cargo does not watch the directory on its
+//!   own). Not `sqlx::migrate!`: its proc-macro compiles a second copy of sqlx's drivers.
 //! * Embeds the web console (`web-ui/dist/`, written by `scripts/build-console.sh`) as
 //!   `$OUT_DIR/console_assets.rs`: a table of (path, content type, bytes) that
 //!   `sase_control::console` serves at `/`. When the console was not built the table is empty
@@ -24,8 +26,37 @@ fn content_type(name: &str) -> &'static str {
     }
 }
 
-fn main() {
+/// `$OUT_DIR/migrations.rs`: every `.sql` file of `migrations/`, in name order.
+fn embed_migrations(out_dir: &Path) {
     println!("cargo:rerun-if-changed=migrations");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("control-plane/server/migrations is readable")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "sql"))
+        .collect();
+    files.sort();
+    let mut table = String::from("&[\n");
+    for path in files {
+        println!("cargo:rerun-if-changed={}", path.display());
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("migration file names are UTF-8");
+        let _ = writeln!(
+            table,
+            "    ({name:?}, include_str!({:?})),",
+            path.display().to_string()
+        );
+    }
+    table.push(']');
+    std::fs::write(out_dir.join("migrations.rs"), table).expect("write migrations.rs");
+}
+
+fn main() {
+    let out_dir = std::env::var("OUT_DIR").expect("cargo sets OUT_DIR");
+    embed_migrations(Path::new(&out_dir));
     let dist = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web-ui/dist");
     // The directory is in git (with only a .gitignore) so that this watch is stable.
     println!("cargo:rerun-if-changed={}", dist.display());

@@ -79,6 +79,7 @@ pub mod inventory;
 pub mod key_rotation;
 pub mod login_throttle;
 pub mod metrics;
+pub mod migrations;
 pub mod openapi;
 pub mod pki;
 pub mod provisioning;

@@ -25,8 +25,6 @@ pub enum StoreError {
 /// Result alias for store calls.
 pub type StoreResult<T> = Result<T, StoreError>;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
-
 /// Which database is behind the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -191,7 +189,7 @@ impl Store {
             });
         }
         let pool = options.connect(database_url).await?;
-        MIGRATOR.run(&pool).await?;
+        crate::migrations::migrator().await?.run(&pool).await?;
         Ok(Store {
             pool,
             backend,
