@@ -9,7 +9,8 @@
 //! last line on disk; the newest segment is never deleted so the head is always there. Data
 //! reach the page cache at once (surviving a process crash) and are fsynced by
 //! [`Spool::sync`], which the daemon calls periodically (surviving power loss up to that
-//! interval).
+//! interval). The fsync runs outside the lock the writers take: it can take milliseconds, and
+//! every request's audit append waits for that lock.
 //!
 //! The spool is bounded ([`SpoolBound`]): when it holds `max_pending` unacknowledged events
 //! (the control plane is away too long), ordinary events are no longer written. What happens
@@ -26,7 +27,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use sase_model::audit::{Decision, EventKind};
 use sase_model::canonical::to_canonical_json;
@@ -151,7 +152,10 @@ struct Inner {
     /// Sequence number and hash of the newest event in the chain (`(0, GENESIS_HASH)` when none).
     head_seq: u64,
     head_hash: String,
-    file: Option<File>,
+    /// The segment being appended to (shared with [`Spool::sync`], which syncs it unlocked).
+    file: Option<Arc<File>>,
+    /// Segments closed by a rotation since the last [`Spool::sync`], which syncs them too.
+    unsynced: Vec<Arc<File>>,
     segments: VecDeque<Segment>,
     acked: u64,
     bound: SpoolBound,
@@ -318,7 +322,7 @@ impl Spool {
         }
         let file = match segments.back() {
             Some(seg) if seg.last - seg.first + 1 < SEGMENT_EVENTS => {
-                Some(OpenOptions::new().append(true).open(&seg.path)?)
+                Some(Arc::new(OpenOptions::new().append(true).open(&seg.path)?))
             }
             _ => None,
         };
@@ -331,6 +335,7 @@ impl Spool {
                 head_seq: head.0,
                 head_hash: head.1,
                 file,
+                unsynced: Vec::new(),
                 segments,
                 acked,
                 bound: SpoolBound::default(),
@@ -438,16 +443,18 @@ impl Spool {
             let path = segment_path(&inner.dir, event.seq);
             let file = OpenOptions::new().create(true).append(true).open(&path)?;
             if let Some(old) = inner.file.take() {
-                let _ = old.sync_data();
+                // Synced with the current segment by the next `sync`, not here under the lock.
+                inner.unsynced.push(old);
             }
-            inner.file = Some(file);
+            inner.file = Some(Arc::new(file));
             inner.segments.push_back(Segment {
                 first: event.seq,
                 last: event.seq - 1,
                 path,
             });
         }
-        if let Some(file) = inner.file.as_mut() {
+        if let Some(file) = inner.file.as_deref() {
+            let mut file: &File = file;
             file.write_all(&line)?;
         }
         inner.head_seq = event.seq;
@@ -559,8 +566,20 @@ impl Spool {
     /// # Errors
     /// I/O failure.
     pub fn sync(&self) -> Result<(), SpoolError> {
-        let inner = self.lock();
-        if let Some(file) = inner.file.as_ref() {
+        // The lock is held only to pick the files: appends go on while they are synced. What
+        // was written before this call is in them, so it is on stable storage when this returns.
+        let (rotated, current) = {
+            let mut inner = self.lock();
+            (std::mem::take(&mut inner.unsynced), inner.file.clone())
+        };
+        for (i, file) in rotated.iter().enumerate() {
+            if let Err(err) = file.sync_data() {
+                // Still to be synced: the next call tries them again.
+                self.lock().unsynced.extend(rotated[i..].iter().cloned());
+                return Err(err.into());
+            }
+        }
+        if let Some(file) = current {
             file.sync_data()?;
         }
         Ok(())
@@ -619,6 +638,24 @@ mod tests {
         spool.append(event(9999)).expect("append");
         let all = spool.read_after(0, usize::MAX).expect("read");
         assert_eq!(all.len() as u64, SEGMENT_EVENTS + 11);
+        verify_chain("d", &all).expect("intact chain");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_sync_covers_the_segments_closed_by_rotation_since_the_last_one() {
+        let dir = temp_dir("sync");
+        let spool = Spool::open(&dir).expect("open");
+        for n in 0..(2 * SEGMENT_EVENTS + 1) {
+            spool.append(event(n)).expect("append");
+        }
+        // Two segments were closed by rotation, not synced there (under the writers' lock).
+        assert_eq!(spool.lock().unsynced.len(), 2);
+        spool.sync().expect("sync");
+        assert!(spool.lock().unsynced.is_empty());
+        spool.append(event(7)).expect("append after a sync");
+        let all = spool.read_after(0, usize::MAX).expect("read");
+        assert_eq!(all.len() as u64, 2 * SEGMENT_EVENTS + 2);
         verify_chain("d", &all).expect("intact chain");
         let _ = std::fs::remove_dir_all(&dir);
     }
