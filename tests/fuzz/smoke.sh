@@ -11,10 +11,11 @@
 #   FUZZ_JOBS=1 tests/fuzz/smoke.sh           # one target at a time (default: one per core)
 #
 # FUZZ_PROFILE=release (the default, and what tests/fuzz/campaign.sh uses) builds optimised
-# targets; `dev` builds them unoptimised, about half the build time on two cores for roughly a
-# fifth of the executions per second — the test command uses it for its smoke, where the build
-# is most of the cost and the point is that every target builds and survives its seeds and a
-# short run. Targets run FUZZ_JOBS at a time, each on its own core.
+# targets; `dev` builds our code and most dependencies unoptimised, about half the build time on
+# two cores, but the curve, signature and hash crates optimised (fuzz/Cargo.toml), so that the
+# targets that verify signatures still get through hundreds of inputs in 10 s instead of a
+# handful — the test command uses it for its smoke, where the build is most of the cost and the
+# point is that every target builds and survives its seeds and a short run. Targets run FUZZ_JOBS at a time, each on its own core.
 #
 # Toolchain: the stable toolchain with RUSTC_BOOTSTRAP=1 (cargo-fuzz needs -Z flags), so no
 # nightly is needed. AddressSanitizer is used when it builds (FUZZ_SANITIZER=address, the

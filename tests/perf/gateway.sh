@@ -31,6 +31,10 @@
 #                               with the same policy) in the same interleaved rounds, and print
 #                               `compare edge_b/edge ...` before the last line; for judging a
 #                               change on a machine whose load moves between runs
+#   GATEWAY_PERF_PLAIN=1        also measure the same edge as a plain proxy (target `edge_plain`:
+#                               a public route, no token, contract or rate limit; the audit event
+#                               is still written), to tell what the enforcement costs from what
+#                               the proxying itself costs
 #   GATEWAY_PERF_CALLGRIND=1    also count the edge's instructions per request under callgrind
 #                               (its own stack; GATEWAY_PERF_CALLGRIND_SECONDS, default 20) and
 #                               keep the per-function counts in the work directory
@@ -249,13 +253,30 @@ bins_but_edge() {
   done
 }
 TARGETS="nginx edge"
+if [ -n "${GATEWAY_PERF_PLAIN:-}" ]; then
+  # The same resource and upstream with one public route and nothing else to enforce.
+  python3 - "$WORK/policy.json" "$WORK/policy-plain.json" <<'EOF'
+import json, sys
+policy = json.load(open(sys.argv[1]))
+resource = policy["resources"][0]
+resource.pop("api")
+resource["issuers"] = []
+resource["routes"] = [{"id": "create-order", "methods": ["POST"],
+                       "path": "/accounts/{accountId}/orders", "public": True}]
+policy["issuers"] = []
+json.dump(policy, open(sys.argv[2], "w"))
+EOF
+  SERVE_EDGE_POLICY=$WORK/policy-plain.json serve_edge edge_plain "$BIN"
+  EDGE_PLAIN_URL=$STACK_URL EDGE_PLAIN_PID=$STACK_PID
+  TARGETS="$TARGETS edge_plain"
+fi
 if [ -n "${GATEWAY_PERF_COMPARE_BIN:-}" ]; then
   # The same binaries, but the other sase-edge.
   bins_but_edge "$WORK/bin-b"
   ln -sf "$(readlink -f "$GATEWAY_PERF_COMPARE_BIN")" "$WORK/bin-b/sase-edge"
   serve_edge edge_b "$WORK/bin-b"
   EDGE_B_URL=$STACK_URL EDGE_B_PID=$STACK_PID
-  TARGETS="nginx edge edge_b"
+  TARGETS="$TARGETS edge_b"
 fi
 
 # post URL PATH [TOKEN] [BODY-FILE]: the status of one POST.
@@ -275,6 +296,7 @@ wait_ok() {
 wait_ok "http://127.0.0.1:$NGX_PORT"
 wait_ok "$EDGE_URL"
 [ -z "${EDGE_B_URL:-}" ] || wait_ok "$EDGE_B_URL"
+[ -z "${EDGE_PLAIN_URL:-}" ] || wait_ok "$EDGE_PLAIN_URL"
 python3 -c 'import json,sys; b=json.load(open(sys.argv[1])); b["is_admin"]=True; json.dump(b, open(sys.argv[2], "w"))' \
   "$WORK/body.json" "$WORK/body-extra.json"
 checks="no_token=$(post "$EDGE_URL" /accounts/acct-42/orders) other_account=$(post "$EDGE_URL" /accounts/acct-7/orders "$TOKEN") undocumented_property=$(post "$EDGE_URL" /accounts/acct-42/orders "$TOKEN" "$WORK/body-extra.json") good=$(post "$EDGE_URL" /accounts/acct-42/orders "$TOKEN")"
@@ -306,6 +328,7 @@ for round in $(seq 1 "$ROUNDS"); do
       nginx) url="http://127.0.0.1:$NGX_PORT" cpu_pid=$NGX_PID ;;
       edge) url=$EDGE_URL cpu_pid=$EDGE_PID ;;
       edge_b) url=$EDGE_B_URL cpu_pid=$EDGE_B_PID ;;
+      edge_plain) url=$EDGE_PLAIN_URL cpu_pid=$EDGE_PLAIN_PID ;;
     esac
     wrk -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" --timeout 30s -s "$WORK/post.lua" "$url" \
       > "$WORK/wrk-$target-warmup.txt"
@@ -353,6 +376,9 @@ echo "== results: medians of $ROUNDS round(s) (wrk -t$THREADS -c$CONNS -d${DURAT
 printf '%-28s %12s %10s %16s\n' target rps p99 cpu_us_per_req
 printf '%-28s %12s %10s %16s\n' "nginx reverse proxy" "${RPS[nginx]}" "${P99[nginx]}ms" "${CPU[nginx]}"
 printf '%-28s %12s %10s %16s\n' "edge (JWT ES256, scope, owner, OpenAPI, rate limit)" "${RPS[edge]}" "${P99[edge]}ms" "${CPU[edge]}"
+if [ -n "${EDGE_PLAIN_URL:-}" ]; then
+  printf '%-28s %12s %10s %16s\n' "edge as a plain proxy (public route)" "${RPS[edge_plain]}" "${P99[edge_plain]}ms" "${CPU[edge_plain]}"
+fi
 if [ -n "${EDGE_B_URL:-}" ]; then
   printf '%-28s %12s %10s %16s\n' "edge_b ($GATEWAY_PERF_COMPARE_BIN)" "${RPS[edge_b]}" "${P99[edge_b]}ms" "${CPU[edge_b]}"
   awk -v rb="${RPS[edge_b]}" -v ra="${RPS[edge]}" -v cb="${CPU[edge_b]}" -v ca="${CPU[edge]}" \

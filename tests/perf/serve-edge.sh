@@ -16,13 +16,13 @@ stop_edges() {
 
 # serve_edge NAME BIN_DIR [ARGS...]: the stack's files go to $WORK/NAME-stack and its log to
 # $WORK/serve-NAME.log; BIN_DIR holds the sase-control and sase-edge it runs; ARGS go to
-# serve-edge after the policy ($WORK/policy.json). Variables in the array SERVE_EDGE_ENV are
-# set for it. Sets STACK_DRIVER (the driver's pid), STACK_URL and STACK_PID (the edge's); exits when the stack is not ready within 180 s or its driver dies.
+# serve-edge after the policy ($SERVE_EDGE_POLICY, default $WORK/policy.json). Variables in the
+# array SERVE_EDGE_ENV are set for it. Sets STACK_DRIVER (the driver's pid), STACK_URL and STACK_PID (the edge's); exits when the stack is not ready within 180 s or its driver dies.
 serve_edge() {
   local name=$1 bin_dir=$2
   shift 2
   env "${SERVE_EDGE_ENV[@]}" "$BIN/sase-waf-e2e" serve-edge --bin-dir "$bin_dir" \
-    --work-dir "$WORK/$name-stack" --policy "$WORK/policy.json" "$@" \
+    --work-dir "$WORK/$name-stack" --policy "${SERVE_EDGE_POLICY:-$WORK/policy.json}" "$@" \
     > "$WORK/serve-$name.log" 2>&1 &
   STACK_DRIVER=$!
   SERVE_EDGE_DRIVERS+=("$STACK_DRIVER")
