@@ -7,6 +7,8 @@
 # options (headless, --no-sandbox for root) are in web-ui/webdriver.json. Nothing is downloaded.
 # Ends with
 #   console_component_tests passed=<n> failed=<n>
+# COMPONENT_TESTS_BUILD_ONLY=1 compiles the tests without running them (the test command builds
+# them early, with clippy as the compiler wrapper, and runs them at the end).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -19,6 +21,12 @@ fi
 for tool in /usr/bin/chromium /usr/bin/chromedriver; do
   [ -x "$tool" ] || { echo "component-tests: $tool is missing: run scripts/setup.sh" >&2; exit 1; }
 done
+
+if [ "${COMPONENT_TESTS_BUILD_ONLY:-0}" = 1 ]; then
+  cargo test -q -p sase-console --target wasm32-unknown-unknown --test policy_forms --no-run
+  echo "console_component_tests built"
+  exit 0
+fi
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
