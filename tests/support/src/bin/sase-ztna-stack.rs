@@ -9,7 +9,7 @@
 //!   revocations); prints `api sent_unix_ms=<ms before the call> status=<code> body=<JSON on
 //!   one line>`;
 //! * `info` — prints `info tenant=<id> cp=<control-plane URL>`;
-//! * `quit` (or end of input) — stops the edge and the control plane.
+//! * `quit` (or end of input, or SIGTERM) — stops the edge and the control plane.
 //!
 //! Run it inside the edge's network namespace (`ip netns exec`): the control plane listens on
 //! that namespace's loopback and the edge's tunnel socket and TUN device live there too.
@@ -86,9 +86,26 @@ async fn main() -> Result<()> {
         "ready tunnel_public_key={key} edge_http={}",
         stack.edge_addr
     );
-    let stdin = std::io::stdin();
-    for line in stdin.lock().lines() {
-        let line = line?;
+    // Standard input is read on a thread of its own, so that SIGTERM can end the loop too and
+    // the stack is still stopped (a SIGTERM's default action would kill this process and leave
+    // its edge and control plane running).
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        let line = tokio::select! {
+            line = lines.recv() => match line {
+                Some(line) => line?,
+                None => break,
+            },
+            _ = terminate.recv() => break,
+        };
         let mut words = line.split_whitespace();
         match (words.next(), words.next()) {
             (Some("put"), Some(file)) => {
