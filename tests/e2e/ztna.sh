@@ -55,20 +55,13 @@ METRICS_PORT=$((20000 + ID % 20000))
 WORK=$(mktemp -d /tmp/sase-ztna.XXXXXX)
 chmod 755 "$WORK"
 STACK_PID=
-CMD_OPEN=
 WG_PID=
 SRV_PIDS=()
 
 cleanup() {
-  # End of input on the command pipe: the driver stops the edge and the control plane it
-  # started. It is given the time to do so (up to 30 s) before it is sent SIGTERM: a SIGTERM
-  # right away killed it between the two, and the edge outlived the test.
   exec 3>&- 2>/dev/null || true
   [ -n "$WG_PID" ] && kill "$WG_PID" 2>/dev/null || true
-  if [ -n "$STACK_PID" ]; then
-    [ -z "$CMD_OPEN" ] || timeout 30 tail --pid="$STACK_PID" -f /dev/null || true
-    kill "$STACK_PID" 2>/dev/null || true
-  fi
+  [ -n "$STACK_PID" ] && kill "$STACK_PID" 2>/dev/null || true
   for p in "${SRV_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   ip netns del "$NS_C" 2>/dev/null || true
@@ -181,7 +174,6 @@ ip netns exec "$NS_E" env SASE_TLS_NAMES="$EDGE_IP" "$BINS/sase-ztna-stack" --bi
   --edge-arg=--metrics-listen=127.0.0.1:$METRICS_PORT <"$WORK/cmd" >"$WORK/stack.out" 2>"$WORK/stack.err" &
 STACK_PID=$!
 exec 3>"$WORK/cmd"
-CMD_OPEN=1
 if ! wait_for 120 grep -q '^ready' "$WORK/stack.out"; then
   cat "$WORK/stack.out" "$WORK/stack.err"; tail -20 "$WORK/stack/edge.log" 2>/dev/null; exit 1
 fi
