@@ -55,6 +55,9 @@ fn unix_ms() -> u128 {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    // Registered first, so that a SIGTERM during start-up too ends in the stack being stopped
+    // (it is seen by the command loop below) instead of killing this process mid-way.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     std::fs::create_dir_all(&args.work_dir)?;
     let policy = read_policy(&args.policy)?;
     let stack = Stack::start_with_edge_args(
@@ -97,7 +100,6 @@ async fn main() -> Result<()> {
             }
         }
     });
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         let line = tokio::select! {
             line = lines.recv() => match line {
