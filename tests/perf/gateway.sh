@@ -35,6 +35,12 @@
 #                               a public route, no token, contract or rate limit; the audit event
 #                               is still written), to tell what the enforcement costs from what
 #                               the proxying itself costs
+#   GATEWAY_PERF_BARE=1         also measure sase-bare-proxy, a reverse proxy with nothing to
+#                               enforce built on the edge's stack, in its three modes (targets
+#                               `bare_hyper`: the edge's threading, hyper server and pooled
+#                               client; `bare_percore`: a current-thread runtime per core with
+#                               SO_REUSEPORT; `bare_httparse`: the same threads with HTTP/1.1
+#                               framing on httparse): what the stack itself costs on this machine
 #   GATEWAY_PERF_CALLGRIND=1    also count the edge's instructions per request under callgrind
 #                               (its own stack; GATEWAY_PERF_CALLGRIND_SECONDS, default 20) and
 #                               keep the per-function counts in the work directory
@@ -58,14 +64,14 @@ BIN=${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE
 
 WORK=$(mktemp -d /tmp/sase-gateway-perf.XXXXXX)
 chmod 755 "$WORK" # nginx workers may run as another user
-UP_PID='' NGX_PID=''
+UP_PID='' NGX_PID='' BARE_PIDS=()
 . tests/perf/serve-edge.sh
 status=1
 cleanup() {
   # Only the processes this script started, by pid.
   local pid
   stop_edges
-  for pid in "$NGX_PID" "$UP_PID"; do
+  for pid in "${BARE_PIDS[@]}" "$NGX_PID" "$UP_PID"; do
     if [ -n "$pid" ]; then
       kill -QUIT "$pid" 2>/dev/null || true
       wait "$pid" 2>/dev/null || true
@@ -278,6 +284,22 @@ if [ -n "${GATEWAY_PERF_COMPARE_BIN:-}" ]; then
   EDGE_B_URL=$STACK_URL EDGE_B_PID=$STACK_PID
   TARGETS="$TARGETS edge_b"
 fi
+declare -A BARE_URL BARE_PID
+if [ -n "${GATEWAY_PERF_BARE:-}" ]; then
+  for mode in hyper hyper-per-core httparse-per-core; do
+    case $mode in
+      hyper) target=bare_hyper ;;
+      hyper-per-core) target=bare_percore ;;
+      httparse-per-core) target=bare_httparse ;;
+    esac
+    port=$(free_port)
+    "$BIN/sase-bare-proxy" --mode "$mode" --listen "127.0.0.1:$port" --upstream "127.0.0.1:$UP_PORT" \
+      > "$WORK/$target.log" 2>&1 &
+    BARE_PIDS+=("$!")
+    BARE_URL[$target]="http://127.0.0.1:$port" BARE_PID[$target]=$!
+    TARGETS="$TARGETS $target"
+  done
+fi
 
 # post URL PATH [TOKEN] [BODY-FILE]: the status of one POST.
 post() {
@@ -297,6 +319,7 @@ wait_ok "http://127.0.0.1:$NGX_PORT"
 wait_ok "$EDGE_URL"
 [ -z "${EDGE_B_URL:-}" ] || wait_ok "$EDGE_B_URL"
 [ -z "${EDGE_PLAIN_URL:-}" ] || wait_ok "$EDGE_PLAIN_URL"
+for target in "${!BARE_URL[@]}"; do wait_ok "${BARE_URL[$target]}"; done
 python3 -c 'import json,sys; b=json.load(open(sys.argv[1])); b["is_admin"]=True; json.dump(b, open(sys.argv[2], "w"))' \
   "$WORK/body.json" "$WORK/body-extra.json"
 checks="no_token=$(post "$EDGE_URL" /accounts/acct-42/orders) other_account=$(post "$EDGE_URL" /accounts/acct-7/orders "$TOKEN") undocumented_property=$(post "$EDGE_URL" /accounts/acct-42/orders "$TOKEN" "$WORK/body-extra.json") good=$(post "$EDGE_URL" /accounts/acct-42/orders "$TOKEN")"
@@ -329,6 +352,7 @@ for round in $(seq 1 "$ROUNDS"); do
       edge) url=$EDGE_URL cpu_pid=$EDGE_PID ;;
       edge_b) url=$EDGE_B_URL cpu_pid=$EDGE_B_PID ;;
       edge_plain) url=$EDGE_PLAIN_URL cpu_pid=$EDGE_PLAIN_PID ;;
+      bare_*) url=${BARE_URL[$target]} cpu_pid=${BARE_PID[$target]} ;;
     esac
     wrk -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" --timeout 30s -s "$WORK/post.lua" "$url" \
       > "$WORK/wrk-$target-warmup.txt"
@@ -359,7 +383,7 @@ for round in $(seq 1 "$ROUNDS"); do
     RPS[$target]="${RPS[$target]:-} $rps"
     CPU[$target]="${CPU[$target]:-} $cpu_us"
     P99[$target]="${P99[$target]:-} $p99"
-    printf 'round=%s %-6s rps=%-9s p99_ms=%-8s cpu_us_per_req=%-7s requests=%-8s non2xx=%s socket_errors=%s load=%s\n' \
+    printf 'round=%s %-13s rps=%-9s p99_ms=%-8s cpu_us_per_req=%-7s requests=%-8s non2xx=%s socket_errors=%s load=%s\n' \
       "$round" "$target" "$rps" "$p99" "$cpu_us" "$requests" "${non2xx:-0}" "${sockerr:-0}" "$(cut -d' ' -f1 /proc/loadavg)"
     if [ "${non2xx:-0}" -ne 0 ] || [ "${sockerr:-0}" -ne 0 ]; then
       echo "FAIL via $target: every response must be 200 (see $out)" >&2
@@ -379,11 +403,22 @@ printf '%-28s %12s %10s %16s\n' "edge (JWT ES256, scope, owner, OpenAPI, rate li
 if [ -n "${EDGE_PLAIN_URL:-}" ]; then
   printf '%-28s %12s %10s %16s\n' "edge as a plain proxy (public route)" "${RPS[edge_plain]}" "${P99[edge_plain]}ms" "${CPU[edge_plain]}"
 fi
+for target in bare_hyper bare_percore bare_httparse; do
+  if [ -n "${BARE_URL[$target]:-}" ]; then
+    printf '%-28s %12s %10s %16s\n' "$target (sase-bare-proxy)" "${RPS[$target]}" "${P99[$target]}ms" "${CPU[$target]}"
+  fi
+done
 if [ -n "${EDGE_B_URL:-}" ]; then
   printf '%-28s %12s %10s %16s\n' "edge_b ($GATEWAY_PERF_COMPARE_BIN)" "${RPS[edge_b]}" "${P99[edge_b]}ms" "${CPU[edge_b]}"
   awk -v rb="${RPS[edge_b]}" -v ra="${RPS[edge]}" -v cb="${CPU[edge_b]}" -v ca="${CPU[edge]}" \
     'BEGIN {printf "compare edge_b/edge rps=%.3f cpu_us_per_req=%.3f\n", (ra > 0 ? rb / ra : 0), (ca > 0 ? cb / ca : 0)}'
 fi
+for target in edge_plain bare_hyper bare_percore bare_httparse; do
+  if [ -n "${RPS[$target]:-}" ]; then
+    awk -v t="$target" -v e="${RPS[$target]}" -v n="${RPS[nginx]}" \
+      'BEGIN {printf "rps_ratio_vs_nginx_proxy %s=%.2f\n", t, (n > 0 ? e / n : 0)}'
+  fi
+done
 if [ -n "${GATEWAY_PERF_CALLGRIND:-}" ]; then
   # Instructions per request: the same edge binary under callgrind, in its own stack, driven by
   # wrk after a warm-up; counters zeroed before and dumped after the measured seconds. The count
