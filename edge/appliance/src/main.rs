@@ -94,6 +94,10 @@ enum Command {
         /// Most connections open on the published listeners in all.
         #[arg(long = "max-connections", env = "SASE_EDGE_MAX_CONNECTIONS", default_value_t = sase_edge::ratelimit_conn::DEFAULT_MAX_CONNECTIONS)]
         max_connections: usize,
+        /// Threads serving the published listeners' connections, each with a single-threaded
+        /// runtime (default: one per core); 0 serves them on the daemon's own runtime.
+        #[arg(long = "connection-threads", env = "SASE_EDGE_CONNECTION_THREADS", value_parser = clap::value_parser!(u16).range(0..=256))]
+        connection_threads: Option<u16>,
         /// Bound of the audit spool.
         #[command(flatten)]
         spool: sase_edge::spool::SpoolArgs,
@@ -280,6 +284,7 @@ async fn async_main(cli: Cli, privileged: Option<Privileged>) -> anyhow::Result<
             quic_relay_listen,
             max_connections_per_ip,
             max_connections,
+            connection_threads,
             spool,
             metrics_listen,
             tunnel,
@@ -299,6 +304,7 @@ async fn async_main(cli: Cli, privileged: Option<Privileged>) -> anyhow::Result<
                     max_connections_per_ip,
                     max_connections,
                 ),
+                connection_threads,
                 spool.bound(),
                 metrics_listen,
                 *tunnel,
@@ -319,6 +325,7 @@ async fn run(
     waf_workers: Option<u16>,
     (quic_listen, quic_relay_listen): (Option<SocketAddr>, Option<SocketAddr>),
     limiter: sase_edge::ratelimit::EdgeLimiter,
+    connection_threads: Option<u16>,
     spool_bound: sase_edge::spool::SpoolBound,
     metrics_listen: SocketAddr,
     tunnel: sase_edge::tunnel::TunnelArgs,
@@ -433,6 +440,18 @@ async fn run(
     // Fetches the keys of `jwks_url` issuers at once for the stored policy, then on schedule.
     tokio::spawn(sase_edge::jwks::run_refresher(edge.clone()));
 
+    let connection_threads = match connection_threads.map(usize::from) {
+        Some(0) => None,
+        configured => {
+            let threads = configured.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+            });
+            Some(
+                listener::ConnectionThreads::start(threads)
+                    .context("starting the connection threads")?,
+            )
+        }
+    };
     let mut urls = Vec::new();
     if let Some(shell) = &tunnel_shell {
         // Tunnel flows to plain-HTTP resources, redirected by the shell, into the pipeline.
@@ -441,7 +460,12 @@ async fn run(
     }
     if let Some(l) = http_listener {
         urls.push(format!("http://{}", l.local_addr()?));
-        tokio::spawn(listener::serve(l, None, edge.clone()));
+        tokio::spawn(listener::serve(
+            l,
+            None,
+            edge.clone(),
+            connection_threads.clone(),
+        ));
     }
     if let Some((l, tls)) = https_listener {
         let https_addr = l.local_addr()?;
@@ -458,7 +482,12 @@ async fn run(
         if let Ok(port) = port_rx.await {
             urls.push(format!("udp://{}", SocketAddr::new(quic_addr.ip(), port)));
         }
-        tokio::spawn(listener::serve(l, Some(tls), edge.clone()));
+        tokio::spawn(listener::serve(
+            l,
+            Some(tls),
+            edge.clone(),
+            connection_threads.clone(),
+        ));
     }
     if let Some(addr) = quic_relay_listen {
         let socket = tokio::net::UdpSocket::bind(addr)

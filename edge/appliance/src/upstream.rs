@@ -7,6 +7,11 @@
 //! certificate) keep their reqwest clients (`crate::translate`). Behaviour kept from reqwest:
 //! `Host` from the upstream URL, the timeout covers the whole exchange (headers and body), and
 //! the answer is a [`reqwest::Body`] so the rest of the response path is unchanged.
+//!
+//! One pool per thread: hyper drives each upstream connection in a task of the runtime that
+//! opened it, so a pool shared by the published listener's per-core runtimes
+//! (`crate::listener::ConnectionThreads`) would hand a request on one core a connection driven
+//! on the other, and every exchange would cross threads twice.
 
 use std::future::Future as _;
 use std::pin::Pin;
@@ -40,29 +45,34 @@ impl std::fmt::Display for UpstreamFailure {
     }
 }
 
-/// A pooled client for `http://` upstreams.
-#[derive(Clone)]
-pub struct PlainHttp {
-    client: Client<HttpConnector, Full<Bytes>>,
+type PooledClient = Client<HttpConnector, Full<Bytes>>;
+
+thread_local! {
+    /// This thread's pool (see the module documentation).
+    static POOL: PooledClient = pooled_client();
 }
 
-impl Default for PlainHttp {
-    fn default() -> PlainHttp {
-        PlainHttp::new()
-    }
+/// A client keeping idle connections for 60 s (as the reqwest client did).
+fn pooled_client() -> PooledClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.enforce_http(true);
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build(connector)
+}
+
+/// The client for `http://` upstreams: each thread sends through a pool of its own.
+#[derive(Clone, Default)]
+pub struct PlainHttp {
+    _per_thread: (),
 }
 
 impl PlainHttp {
-    /// A client keeping idle connections for 60 s (as the reqwest client did).
+    /// The client (its pools are made per thread on first use).
     pub fn new() -> PlainHttp {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector);
-        PlainHttp { client }
+        PlainHttp::default()
     }
 
     /// Whether `url` is one this client serves (`http://`).
@@ -91,7 +101,8 @@ impl PlainHttp {
         *request.uri_mut() = uri;
         *request.headers_mut() = headers;
         let deadline = Instant::now() + timeout;
-        let response = match tokio::time::timeout_at(deadline, self.client.request(request)).await {
+        let client = POOL.with(PooledClient::clone);
+        let response = match tokio::time::timeout_at(deadline, client.request(request)).await {
             Ok(Ok(response)) => response,
             Ok(Err(err)) => return Err(UpstreamFailure::Unavailable(err.to_string())),
             Err(_) => return Err(UpstreamFailure::Timeout),
