@@ -30,10 +30,20 @@ fn event() -> AuditEvent {
     .expect("a fixed, valid event")
 }
 
+/// The run's scratch directory, removed when an input is done (whichever way it ends).
+struct Scratch(std::path::PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let dir = std::env::temp_dir().join(format!("sase-fuzz-spool-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("scratch dir");
+    let _scratch = Scratch(dir.clone());
     for (i, part) in data.split(|b| *b == 0xff).take(3).enumerate() {
         let name = format!("seg-{:020}.jsonl", 1 + 1000 * i as u64);
         std::fs::write(dir.join(name), part).expect("segment written");

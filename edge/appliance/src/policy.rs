@@ -259,7 +259,18 @@ mod tests {
         .expect("sign")
     }
 
-    fn holder(name: &str, key: &SigningKey) -> (PolicyHolder, PathBuf) {
+    /// A test's own directory under the system's temporary directory, removed when dropped.
+    struct Scratch(PathBuf);
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A holder whose bundle file is in a fresh scratch directory (keep the `Scratch` alive
+    /// for the test).
+    fn holder(name: &str, key: &SigningKey) -> (PolicyHolder, PathBuf, Scratch) {
         let dir = std::env::temp_dir().join(format!("sase-policy-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("dir");
@@ -267,13 +278,14 @@ mod tests {
         (
             PolicyHolder::new(key.verifying_key(), "t".into(), path.clone()),
             path,
+            Scratch(dir),
         )
     }
 
     #[test]
     fn applied_bundle_is_persisted_and_reloaded_after_restart() {
         let key = SigningKey::from_bytes(&[7; 32]);
-        let (first, path) = holder("persist", &key);
+        let (first, path, _scratch) = holder("persist", &key);
         assert_eq!(first.apply(&bundle(3, &key)), Ok(ApplyOutcome::Applied(3)));
         let (second, _) = (
             PolicyHolder::new(key.verifying_key(), "t".into(), path.clone()),
@@ -287,7 +299,7 @@ mod tests {
     fn tampered_foreign_and_older_bundles_are_refused_and_policy_stays() {
         let key = SigningKey::from_bytes(&[7; 32]);
         let other = SigningKey::from_bytes(&[8; 32]);
-        let (holder, path) = holder("refuse", &key);
+        let (holder, path, _scratch) = holder("refuse", &key);
         holder.apply(&bundle(5, &key)).expect("apply");
         assert!(holder.apply(&bundle(6, &other)).is_err());
         assert!(holder.apply(&bundle(4, &key)).is_err());
@@ -311,7 +323,7 @@ mod tests {
         use sase_model::signing_keys::KeyEndorsement;
         let old = SigningKey::from_bytes(&[7; 32]);
         let new = SigningKey::from_bytes(&[9; 32]);
-        let (holder, path) = holder("rollover", &old);
+        let (holder, path, _scratch) = holder("rollover", &old);
         holder.apply(&bundle(1, &old)).expect("old key");
         // A forged endorsement (signed by an untrusted key) changes nothing.
         let forged = KeyEndorsement::sign(&new, &new.verifying_key(), 1);
