@@ -64,14 +64,15 @@ BIN=${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE
 
 WORK=$(mktemp -d /tmp/sase-gateway-perf.XXXXXX)
 chmod 755 "$WORK" # nginx workers may run as another user
-UP_PID='' NGX_PID='' BARE_PIDS=()
+UP_PID='' NGX_PID=''
+declare -A BARE_URL BARE_PID
 . tests/perf/serve-edge.sh
 status=1
 cleanup() {
   # Only the processes this script started, by pid.
   local pid
   stop_edges
-  for pid in "${BARE_PIDS[@]}" "$NGX_PID" "$UP_PID"; do
+  for pid in "${BARE_PID[@]}" "$NGX_PID" "$UP_PID"; do
     if [ -n "$pid" ]; then
       kill -QUIT "$pid" 2>/dev/null || true
       wait "$pid" 2>/dev/null || true
@@ -284,18 +285,12 @@ if [ -n "${GATEWAY_PERF_COMPARE_BIN:-}" ]; then
   EDGE_B_URL=$STACK_URL EDGE_B_PID=$STACK_PID
   TARGETS="$TARGETS edge_b"
 fi
-declare -A BARE_URL BARE_PID
 if [ -n "${GATEWAY_PERF_BARE:-}" ]; then
-  for mode in hyper hyper-per-core httparse-per-core; do
-    case $mode in
-      hyper) target=bare_hyper ;;
-      hyper-per-core) target=bare_percore ;;
-      httparse-per-core) target=bare_httparse ;;
-    esac
+  for pair in bare_hyper=hyper bare_percore=hyper-per-core bare_httparse=httparse-per-core; do
+    target=${pair%%=*} mode=${pair#*=}
     port=$(free_port)
     "$BIN/sase-bare-proxy" --mode "$mode" --listen "127.0.0.1:$port" --upstream "127.0.0.1:$UP_PORT" \
       > "$WORK/$target.log" 2>&1 &
-    BARE_PIDS+=("$!")
     BARE_URL[$target]="http://127.0.0.1:$port" BARE_PID[$target]=$!
     TARGETS="$TARGETS $target"
   done
