@@ -72,7 +72,13 @@ cleanup() {
   # Only the processes this script started, by pid.
   local pid
   stop_edges
-  for pid in "${BARE_PID[@]}" "$NGX_PID" "$UP_PID"; do
+  # SIGTERM for the bare proxies: a background job of a script ignores SIGQUIT (nginx handles
+  # it itself, as its graceful stop).
+  for pid in "${BARE_PID[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  for pid in "$NGX_PID" "$UP_PID"; do
     if [ -n "$pid" ]; then
       kill -QUIT "$pid" 2>/dev/null || true
       wait "$pid" 2>/dev/null || true
