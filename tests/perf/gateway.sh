@@ -25,7 +25,12 @@
 #   GATEWAY_PERF_KEEP=1         keep the work directory
 #   SASE_PROFILE=debug          measure a debug build of the edge (default release)
 #   GATEWAY_PERF_PROFILE=1      record the edge's measured runs with `perf record` and keep
-#                               perf-edge-<round>.txt (top symbols) in the work directory
+#                               perf-<target>-<round>.txt (top symbols) in the work directory;
+#                               GATEWAY_PERF_PROFILE=dwarf records DWARF call graphs instead of
+#                               frame pointers (the release build has none), so that
+#                               `perf report --children` gives each function's inclusive share;
+#                               GATEWAY_PERF_PROFILE_TARGET=<target> profiles another target
+#                               than the edge (e.g. bare_percore) the same way
 #   GATEWAY_PERF_COMPARE_BIN=<path to another sase-edge>
 #                               A/B: also measure that binary (target `edge_b`, its own stack
 #                               with the same policy) in the same interleaved rounds, and print
@@ -41,6 +46,9 @@
 #                               client; `bare_percore`: a current-thread runtime per core with
 #                               SO_REUSEPORT; `bare_httparse`: the same threads with HTTP/1.1
 #                               framing on httparse): what the stack itself costs on this machine
+#   GATEWAY_PERF_SYSCALLS=1     also count each target's system calls per request (`perf trace -s`
+#                               on the proxy's processes during its measured run; slows that run)
+#                               and keep syscalls-<target>-<round>.txt in the work directory
 #   GATEWAY_PERF_CALLGRIND=1    also count the edge's instructions per request under callgrind
 #                               (its own stack; GATEWAY_PERF_CALLGRIND_SECONDS, default 20) and
 #                               keep the per-function counts in the work directory
@@ -359,22 +367,39 @@ for round in $(seq 1 "$ROUNDS"); do
       > "$WORK/wrk-$target-warmup.txt"
     out=$WORK/wrk-$target-$round.txt
     perf_pid=''
-    if [ -n "${GATEWAY_PERF_PROFILE:-}" ] && [ "$target" = edge ]; then
-      perf record -q -F 499 -g -o "$WORK/perf-edge-$round.data" -p "$EDGE_PID" -- sleep "$DURATION" 2>/dev/null &
+    if [ -n "${GATEWAY_PERF_PROFILE:-}" ] && [ "$target" = "${GATEWAY_PERF_PROFILE_TARGET:-edge}" ]; then
+      if [ "$GATEWAY_PERF_PROFILE" = dwarf ]; then call_graph=(--call-graph dwarf,16384); else call_graph=(-g); fi
+      perf record -q -F 499 "${call_graph[@]}" -o "$WORK/perf-$target-$round.data" -p "$cpu_pid" -- sleep "$DURATION" 2>/dev/null &
       perf_pid=$!
+    fi
+    trace_pid=''
+    if [ -n "${GATEWAY_PERF_SYSCALLS:-}" ]; then
+      pids=$(printf '%s\n' "$cpu_pid" $(pgrep -P "$cpu_pid" || true) | paste -sd,)
+      perf trace -s -p "$pids" -o "$WORK/syscalls-$target-$round.raw" -- sleep "$DURATION" 2>/dev/null &
+      trace_pid=$!
     fi
     cpu_before=$(cpu_ticks "$cpu_pid")
     wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --timeout 30s --latency -s "$WORK/post.lua" "$url" > "$out" 2>&1
     cpu_after=$(cpu_ticks "$cpu_pid")
     if [ -n "$perf_pid" ]; then
       wait "$perf_pid" || true
-      perf report -i "$WORK/perf-edge-$round.data" --no-children --sort dso,symbol --stdio 2>/dev/null |
-        grep -v '^#' | grep -v '^$' | grep '%' | head -40 > "$WORK/perf-edge-$round.txt" || true
+      perf report -i "$WORK/perf-$target-$round.data" --no-children --no-inline --sort dso,symbol --stdio 2>/dev/null |
+        grep -v '^#' | grep -v '^$' | grep '%' | head -40 > "$WORK/perf-$target-$round.txt" || true
+      export GATEWAY_PERF_KEEP=1
+    fi
+    requests=$(awk '/requests in/ {print $1}' "$out")
+    if [ -n "$trace_pid" ]; then
+      wait "$trace_pid" || true
+      # Per syscall name: calls over all the proxy's threads, then per request.
+      awk -v r="${requests:-0}" '$2 ~ /^[0-9]+$/ && $1 ~ /^[a-z_0-9]+$/ {n[$1] += $2}
+        END {for (k in n) {t += n[k]; printf "%-20s %10d %8.2f\n", k, n[k], (r > 0 ? n[k] / r : 0)}
+             printf "%-20s %10d %8.2f\n", "total", t, (r > 0 ? t / r : 0)}' \
+        "$WORK/syscalls-$target-$round.raw" | sort -k2 -n -r > "$WORK/syscalls-$target-$round.txt"
+      echo "syscalls round=$round target=$target per_request: $(awk 'NR <= 8 {printf "%s=%s ", $1, $3}' "$WORK/syscalls-$target-$round.txt")"
       export GATEWAY_PERF_KEEP=1
     fi
     rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
     p99=$(to_ms "$(awk '$1 == "99%" {print $2}' "$out")")
-    requests=$(awk '/requests in/ {print $1}' "$out")
     non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $5}' "$out")
     sockerr=$(awk '/Socket errors:/ {gsub(",", ""); print $4 + $6 + $8 + $10}' "$out")
     # CPU per request of the proxy itself (not the upstream, not wrk): a figure that depends

@@ -269,3 +269,36 @@ async fn serve_connection<I>(
         tracing::debug!(%peer, %err, audited, "connection ended with error");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Where a task handed to the next runtime runs.
+    fn thread_of_next(threads: &ConnectionThreads) -> String {
+        let runtime = threads.next().expect("a runtime");
+        let (tx, rx) = std::sync::mpsc::channel();
+        runtime.spawn(async move {
+            let _ = tx.send(std::thread::current().name().map(str::to_string));
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("the task ran")
+            .expect("the thread is named")
+    }
+
+    #[test]
+    fn connections_go_to_each_thread_in_turn() {
+        let threads = ConnectionThreads::start(2).expect("threads");
+        let seen: Vec<String> = (0..4).map(|_| thread_of_next(&threads)).collect();
+        assert_eq!(
+            seen,
+            ["sase-conn-0", "sase-conn-1", "sase-conn-0", "sase-conn-1"]
+        );
+    }
+
+    #[test]
+    fn without_threads_connections_stay_on_the_calling_runtime() {
+        let threads = ConnectionThreads::start(0).expect("no threads");
+        assert!(threads.next().is_none());
+    }
+}

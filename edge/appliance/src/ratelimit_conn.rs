@@ -207,9 +207,28 @@ impl tokio::io::AsyncRead for SharedTcp {
     ) -> std::task::Poll<std::io::Result<()>> {
         loop {
             std::task::ready!(self.0.poll_read_ready(cx))?;
-            // Into the unfilled part as it is (`ReadBuf` is a `BufMut`): zeroing hyper's whole
-            // read buffer before every read cost more instructions than parsing the request.
-            match self.0.try_read_buf(buf) {
+            let room = buf.remaining();
+            let mut drained = false;
+            // A short read drained the socket: its readiness is forgotten at once, as tokio's
+            // own `TcpStream` does, so that the next read waits for the next event instead of
+            // costing a `recvfrom` that fails with EAGAIN (one per request on a keep-alive
+            // connection). The outer `try_io` clears only the readiness it saw before the read
+            // (its closure answers WouldBlock for that): data arriving after it raise a new
+            // event that is kept.
+            let read = self.0.try_io(tokio::io::Interest::READABLE, || {
+                // Into the unfilled part as it is (`ReadBuf` is a `BufMut`): zeroing hyper's
+                // whole read buffer before every read cost more instructions than parsing the
+                // request.
+                match self.0.try_read_buf(buf) {
+                    Ok(n) if n > 0 && n < room => {
+                        drained = true;
+                        Err(std::io::ErrorKind::WouldBlock.into())
+                    }
+                    other => other,
+                }
+            });
+            match read {
+                _ if drained => return std::task::Poll::Ready(Ok(())),
                 Ok(_) => return std::task::Poll::Ready(Ok(())),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(e) => return std::task::Poll::Ready(Err(e)),
