@@ -236,18 +236,19 @@ impl Audit<'_> {
         route: &str,
         identity: Option<String>,
     ) -> bool {
+        let ts_ms = now_ms();
         self.edge.inventory.record(
             resource,
             route,
             &self.method,
             &self.path,
             reason != Reason::Allowed,
-            now_ms(),
+            ts_ms,
         );
         let event = AuditEvent {
             seq: 0,
             prev_hash: String::new(),
-            ts_ms: now_ms(),
+            ts_ms,
             tenant_id: self.edge.identity.tenant_id.clone(),
             device_id: self.edge.identity.device_id.clone(),
             kind: EventKind::HttpRequest,

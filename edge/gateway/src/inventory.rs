@@ -23,8 +23,11 @@ struct Counts {
 /// Request counts since the last [`InventoryCounter::drain`].
 #[derive(Debug)]
 pub struct InventoryCounter {
-    /// By the endpoint's fields joined with NUL (one allocation per counted request).
+    /// By the endpoint's fields joined with NUL.
     counts: HashMap<String, Counts>,
+    /// The key being looked up, written into the same buffer for every request: a request to
+    /// an endpoint already counted allocates nothing.
+    key: String,
     dropped: u64,
     max_entries: usize,
 }
@@ -40,6 +43,7 @@ impl InventoryCounter {
     pub fn new(max_entries: usize) -> InventoryCounter {
         InventoryCounter {
             counts: HashMap::new(),
+            key: String::new(),
             dropped: 0,
             max_entries: max_entries.min(MAX_INVENTORY_ENTRIES),
         }
@@ -68,15 +72,21 @@ impl InventoryCounter {
         } else {
             String::new()
         };
-        let key = format!("{resource}\0{route}\0{method}\0{template}");
+        self.key.clear();
+        for (i, part) in [resource, route, method, &template].into_iter().enumerate() {
+            if i > 0 {
+                self.key.push('\0');
+            }
+            self.key.push_str(part);
+        }
         let full = self.counts.len() >= self.max_entries;
-        let entry = match self.counts.get_mut(&key) {
+        let entry = match self.counts.get_mut(self.key.as_str()) {
             Some(entry) => entry,
             None if full => {
                 self.dropped += 1;
                 return;
             }
-            None => self.counts.entry(key).or_insert(Counts {
+            None => self.counts.entry(self.key.clone()).or_insert(Counts {
                 endpoint: (
                     resource.to_string(),
                     route.to_string(),
