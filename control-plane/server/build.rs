@@ -10,7 +10,7 @@
 //!   release builds (rust-embed reads from disk at run time in debug builds).
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 fn content_type(name: &str) -> &'static str {
     match name.rsplit('.').next().unwrap_or_default() {
@@ -26,66 +26,71 @@ fn content_type(name: &str) -> &'static str {
     }
 }
 
-/// `$OUT_DIR/migrations.rs`: every `.sql` file of `migrations/`, in name order.
-fn embed_migrations(out_dir: &Path) {
-    println!("cargo:rerun-if-changed=migrations");
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .expect("control-plane/server/migrations is readable")
+/// The regular files of `dir` whose names `keep` accepts, with their names, in name order; each
+/// is watched for changes.
+fn sorted_files(
+    dir: &Path,
+    keep: impl Fn(&str) -> bool,
+) -> std::io::Result<Vec<(String, PathBuf)>> {
+    let mut files: Vec<(String, PathBuf)> = std::fs::read_dir(dir)?
         .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "sql"))
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter_map(|e| {
+            let path = e.path();
+            let name = path.file_name()?.to_str()?.to_string();
+            keep(&name).then_some((name, path))
+        })
         .collect();
     files.sort();
-    let mut table = String::from("&[\n");
-    for path in files {
+    for (_, path) in &files {
         println!("cargo:rerun-if-changed={}", path.display());
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .expect("migration file names are UTF-8");
-        let _ = writeln!(
-            table,
-            "    ({name:?}, include_str!({:?})),",
-            path.display().to_string()
-        );
+    }
+    Ok(files)
+}
+
+/// Writes `rows` as the slice expression `&[row, ...]` to `$OUT_DIR/<file>`.
+fn write_table(out_dir: &Path, file: &str, rows: impl IntoIterator<Item = String>) {
+    let mut table = String::from("&[\n");
+    for row in rows {
+        let _ = writeln!(table, "    {row},");
     }
     table.push(']');
-    std::fs::write(out_dir.join("migrations.rs"), table).expect("write migrations.rs");
+    std::fs::write(out_dir.join(file), table).unwrap_or_else(|e| panic!("write {file}: {e}"));
+}
+
+/// `$OUT_DIR/migrations.rs`: every `.sql` file of `migrations/`, in name order.
+fn embed_migrations(out_dir: &Path) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    println!("cargo:rerun-if-changed={}", dir.display());
+    let files = sorted_files(&dir, |name| {
+        Path::new(name).extension().is_some_and(|x| x == "sql")
+    })
+    .expect("control-plane/server/migrations is readable");
+    let rows = files
+        .into_iter()
+        .map(|(name, path)| format!("({name:?}, include_str!({:?}))", path.display().to_string()));
+    write_table(out_dir, "migrations.rs", rows);
+}
+
+/// `$OUT_DIR/console_assets.rs`: every file of `web-ui/dist/` but the hidden ones (none when the
+/// console was not built).
+fn embed_console(out_dir: &Path) {
+    let dist = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web-ui/dist");
+    // The directory is in git (with only a .gitignore) so that this watch is stable.
+    println!("cargo:rerun-if-changed={}", dist.display());
+    let files = sorted_files(&dist, |name| !name.starts_with('.')).unwrap_or_default();
+    let rows = files.into_iter().map(|(name, path)| {
+        format!(
+            "({name:?}, {:?}, include_bytes!({:?}) as &[u8])",
+            content_type(&name),
+            path.display().to_string()
+        )
+    });
+    write_table(out_dir, "console_assets.rs", rows);
 }
 
 fn main() {
     let out_dir = std::env::var("OUT_DIR").expect("cargo sets OUT_DIR");
     embed_migrations(Path::new(&out_dir));
-    let dist = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web-ui/dist");
-    // The directory is in git (with only a .gitignore) so that this watch is stable.
-    println!("cargo:rerun-if-changed={}", dist.display());
-    let mut table = String::from("&[\n");
-    if let Ok(entries) = std::fs::read_dir(&dist) {
-        let mut files: Vec<_> = entries
-            .filter_map(Result::ok)
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-            .map(|e| e.path())
-            .collect();
-        files.sort();
-        for path in files {
-            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-                continue;
-            };
-            if name.starts_with('.') {
-                continue;
-            }
-            println!("cargo:rerun-if-changed={}", path.display());
-            let _ = writeln!(
-                table,
-                "    ({name:?}, {:?}, include_bytes!({:?}) as &[u8]),",
-                content_type(name),
-                path.display().to_string()
-            );
-        }
-    }
-    table.push(']');
-    let out =
-        Path::new(&std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("console_assets.rs");
-    std::fs::write(out, table).expect("write console_assets.rs");
+    embed_console(Path::new(&out_dir));
 }

@@ -63,16 +63,15 @@ fn pooled_client() -> PooledClient {
         .build(connector)
 }
 
-/// The client for `http://` upstreams: each thread sends through a pool of its own.
-#[derive(Clone, Default)]
-pub struct PlainHttp {
-    _per_thread: (),
-}
+/// The client for `http://` upstreams: each thread sends through a pool of its own (the
+/// thread-local `POOL`), so the handle itself holds nothing.
+#[derive(Clone, Copy, Default)]
+pub struct PlainHttp;
 
 impl PlainHttp {
     /// The client (its pools are made per thread on first use).
     pub fn new() -> PlainHttp {
-        PlainHttp::default()
+        PlainHttp
     }
 
     /// Whether `url` is one this client serves (`http://`).
