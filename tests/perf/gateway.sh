@@ -125,6 +125,16 @@ cpu_ticks() {
   echo "$total"
 }
 
+# ctx_switches PID: "<voluntary> <involuntary>" context switches of PID's threads and of its
+# children's (nginx's workers) so far.
+ctx_switches() {
+  local pid
+  for pid in "$1" $(pgrep -P "$1" || true); do
+    cat /proc/"$pid"/task/*/status 2>/dev/null || true
+  done | awk '/^voluntary_ctxt_switches/ {v += $2} /^nonvoluntary_ctxt_switches/ {n += $2}
+    END {printf "%d %d\n", v, n}'
+}
+
 # median VALUES...: the median (the lower middle one for an even count).
 median() {
   printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'
@@ -378,9 +388,11 @@ for round in $(seq 1 "$ROUNDS"); do
       perf trace -s -p "$pids" -o "$WORK/syscalls-$target-$round.raw" -- sleep "$DURATION" 2>/dev/null &
       trace_pid=$!
     fi
+    read -r vol_before invol_before < <(ctx_switches "$cpu_pid")
     cpu_before=$(cpu_ticks "$cpu_pid")
     wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --timeout 30s --latency -s "$WORK/post.lua" "$url" > "$out" 2>&1
     cpu_after=$(cpu_ticks "$cpu_pid")
+    read -r vol_after invol_after < <(ctx_switches "$cpu_pid")
     if [ -n "$perf_pid" ]; then
       wait "$perf_pid" || true
       perf report -i "$WORK/perf-$target-$round.data" --no-children --no-inline --sort dso,symbol --stdio 2>/dev/null |
@@ -406,11 +418,15 @@ for round in $(seq 1 "$ROUNDS"); do
     # far less on what else the machine runs than requests per second do.
     cpu_us=$(awk -v t=$((cpu_after - cpu_before)) -v r="${requests:-0}" -v hz="$(getconf CLK_TCK)" \
       'BEGIN {printf "%.1f", (r > 0 ? t * 1e6 / hz / r : 0)}')
+    # Context switches per request of the proxy's threads: waiting (voluntary) and preempted
+    # (involuntary); the second grows when the proxy's threads compete with wrk and the upstream.
+    ctxsw=$(awk -v v=$((vol_after - vol_before)) -v n=$((invol_after - invol_before)) -v r="${requests:-0}" \
+      'BEGIN {printf "%.2f/%.2f", (r > 0 ? v / r : 0), (r > 0 ? n / r : 0)}')
     RPS[$target]="${RPS[$target]:-} $rps"
     CPU[$target]="${CPU[$target]:-} $cpu_us"
     P99[$target]="${P99[$target]:-} $p99"
-    printf 'round=%s %-13s rps=%-9s p99_ms=%-8s cpu_us_per_req=%-7s requests=%-8s non2xx=%s socket_errors=%s load=%s\n' \
-      "$round" "$target" "$rps" "$p99" "$cpu_us" "$requests" "${non2xx:-0}" "${sockerr:-0}" "$(cut -d' ' -f1 /proc/loadavg)"
+    printf 'round=%s %-13s rps=%-9s p99_ms=%-8s cpu_us_per_req=%-7s ctxsw_vol/invol_per_req=%-10s requests=%-8s non2xx=%s socket_errors=%s load=%s\n' \
+      "$round" "$target" "$rps" "$p99" "$cpu_us" "$ctxsw" "$requests" "${non2xx:-0}" "${sockerr:-0}" "$(cut -d' ' -f1 /proc/loadavg)"
     if [ "${non2xx:-0}" -ne 0 ] || [ "${sockerr:-0}" -ne 0 ]; then
       echo "FAIL via $target: every response must be 200 (see $out)" >&2
       failures=$((failures + 1))
