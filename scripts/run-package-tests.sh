@@ -19,9 +19,17 @@ fi
 package="$1"
 shift
 
+# The build's own messages go to a file: shown when it fails. A test target that does not
+# compile must fail this script, not leave its binary out of the list.
+build_log=$(mktemp /tmp/sase-package-tests.XXXXXX)
+trap 'rm -f "$build_log" "$build_log.json"' EXIT
+if ! cargo test --workspace --no-run --message-format=json > "$build_log.json" 2> "$build_log"; then
+    cat "$build_log" >&2
+    echo "$0: the workspace's test targets do not build (above)" >&2
+    exit 1
+fi
 mapfile -t executables < <(
-    cargo test --workspace --no-run --message-format=json 2>/dev/null |
-        python3 -c '
+    python3 -c '
 import json, sys
 package = sys.argv[1]
 for line in sys.stdin:
@@ -39,7 +47,7 @@ for line in sys.stdin:
     if manifest_name == package or message["package_id"].split("#")[0].endswith("/" + package):
         directory = message["manifest_path"].rsplit("/", 1)[0]
         print(directory + "\t" + message["executable"])
-' "$package"
+' "$package" < "$build_log.json"
 )
 if [ "${#executables[@]}" -eq 0 ]; then
     echo "no test executables found for package $package (is it a workspace member?)" >&2

@@ -51,6 +51,8 @@ pub mod quic_relay;
 pub mod ratelimit;
 pub mod ratelimit_conn;
 pub mod revocation;
+#[cfg(test)]
+mod scratch;
 pub mod spool;
 pub mod tls_reload;
 pub mod translate;

@@ -138,7 +138,7 @@ mod tests {
 
     #[test]
     fn loose_modes_are_tightened_and_reported() -> Result<(), Box<dyn std::error::Error>> {
-        let dir = std::env::temp_dir().join(format!("sase-perms-{}", std::process::id()));
+        let dir = crate::scratch::Scratch::new("perms", "modes");
         std::fs::create_dir_all(dir.join("tls"))?;
         std::fs::write(dir.join("device.key"), b"k")?;
         std::fs::write(dir.join("tls/listener.key"), b"k")?;
@@ -167,7 +167,6 @@ mod tests {
         assert!(check(&dir, &[])?.is_empty());
         std::os::unix::fs::symlink(dir.join("device.pem"), dir.join("evil.key"))?;
         assert!(matches!(check(&dir, &[]), Err(PermsError::Symlink(_))));
-        std::fs::remove_dir_all(&dir)?;
         Ok(())
     }
 }

@@ -238,6 +238,7 @@ fn write_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scratch::Scratch;
     use ed25519_dalek::SigningKey;
     use sase_model::bundle::BundlePayload;
     use sase_model::Policy;
@@ -259,26 +260,16 @@ mod tests {
         .expect("sign")
     }
 
-    /// A test's own directory under the system's temporary directory, removed when dropped.
-    struct Scratch(PathBuf);
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
     /// A holder whose bundle file is in a fresh scratch directory (keep the `Scratch` alive
     /// for the test).
     fn holder(name: &str, key: &SigningKey) -> (PolicyHolder, PathBuf, Scratch) {
-        let dir = std::env::temp_dir().join(format!("sase-policy-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = Scratch::new("policy", name);
         std::fs::create_dir_all(&dir).expect("dir");
         let path = dir.join("bundle.json");
         (
             PolicyHolder::new(key.verifying_key(), "t".into(), path.clone()),
             path,
-            Scratch(dir),
+            dir,
         )
     }
 
@@ -287,10 +278,7 @@ mod tests {
         let key = SigningKey::from_bytes(&[7; 32]);
         let (first, path, _scratch) = holder("persist", &key);
         assert_eq!(first.apply(&bundle(3, &key)), Ok(ApplyOutcome::Applied(3)));
-        let (second, _) = (
-            PolicyHolder::new(key.verifying_key(), "t".into(), path.clone()),
-            (),
-        );
+        let second = PolicyHolder::new(key.verifying_key(), "t".into(), path.clone());
         assert_eq!(second.load_from_disk(), Ok(Some(3)));
         assert_eq!(second.snapshot().map(|a| a.version), Some(3));
     }

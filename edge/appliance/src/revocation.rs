@@ -113,7 +113,7 @@ mod tests {
 
     #[test]
     fn revocations_survive_a_restart_and_expire() {
-        let dir = std::env::temp_dir().join(format!("sase-revocations-{}", std::process::id()));
+        let dir = crate::scratch::Scratch::new("revocations", "persist");
         std::fs::create_dir_all(&dir).expect("dir");
         let path = dir.join("revocations.json");
         let _ = std::fs::remove_file(&path);
@@ -136,6 +136,5 @@ mod tests {
         assert!(later.is_empty());
         again.prune(20_000);
         assert!(Revocations::load(path, 0).is_empty());
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -594,6 +594,7 @@ impl Spool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scratch::Scratch;
     use sase_model::audit::{verify_chain, Decision, EventKind};
     use sase_model::Reason;
 
@@ -618,37 +619,31 @@ mod tests {
         }
     }
 
-    fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("sase-spool-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        dir
+    /// A spool opened in `dir` holding the events `0..events`.
+    fn spool_with(dir: &Path, events: u64) -> Spool {
+        let spool = Spool::open(dir).expect("open");
+        for n in 0..events {
+            spool.append(event(n)).expect("append");
+        }
+        spool
     }
 
     #[test]
     fn events_survive_reopen_and_chain_continues_across_segments() {
-        let dir = temp_dir("reopen");
-        {
-            let spool = Spool::open(&dir).expect("open");
-            for n in 0..(SEGMENT_EVENTS + 10) {
-                spool.append(event(n)).expect("append");
-            }
-        }
+        let dir = Scratch::new("spool", "reopen");
+        drop(spool_with(&dir, SEGMENT_EVENTS + 10));
         let spool = Spool::open(&dir).expect("reopen");
         assert_eq!(spool.head_seq(), SEGMENT_EVENTS + 10);
         spool.append(event(9999)).expect("append");
         let all = spool.read_after(0, usize::MAX).expect("read");
         assert_eq!(all.len() as u64, SEGMENT_EVENTS + 11);
         verify_chain("d", &all).expect("intact chain");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn a_sync_covers_the_segments_closed_by_rotation_since_the_last_one() {
-        let dir = temp_dir("sync");
-        let spool = Spool::open(&dir).expect("open");
-        for n in 0..(2 * SEGMENT_EVENTS + 1) {
-            spool.append(event(n)).expect("append");
-        }
+        let dir = Scratch::new("spool", "sync");
+        let spool = spool_with(&dir, 2 * SEGMENT_EVENTS + 1);
         // Two segments were closed by rotation, not synced there (under the writers' lock).
         assert_eq!(spool.lock().unsynced.len(), 2);
         spool.sync().expect("sync");
@@ -657,16 +652,12 @@ mod tests {
         let all = spool.read_after(0, usize::MAX).expect("read");
         assert_eq!(all.len() as u64, 2 * SEGMENT_EVENTS + 2);
         verify_chain("d", &all).expect("intact chain");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn each_line_is_the_canonical_json_its_successor_links_to() {
-        let dir = temp_dir("canonical");
-        let spool = Spool::open(&dir).expect("open");
-        for n in 0..3 {
-            spool.append(event(n)).expect("append");
-        }
+        let dir = Scratch::new("spool", "canonical");
+        let spool = spool_with(&dir, 3);
         let text = std::fs::read_to_string(segment_path(&dir, 1)).expect("segment");
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3);
@@ -679,18 +670,12 @@ mod tests {
             }
         }
         verify_chain("d", &events).expect("intact chain");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn torn_last_line_is_cut_and_the_chain_resumes_from_the_last_whole_event() {
-        let dir = temp_dir("torn");
-        {
-            let spool = Spool::open(&dir).expect("open");
-            for n in 0..5 {
-                spool.append(event(n)).expect("append");
-            }
-        }
+        let dir = Scratch::new("spool", "torn");
+        drop(spool_with(&dir, 5));
         let seg = segment_path(&dir, 1);
         let mut file = OpenOptions::new().append(true).open(&seg).expect("seg");
         file.write_all(b"{\"seq\":6,\"prev_h").expect("torn write");
@@ -699,18 +684,12 @@ mod tests {
         assert_eq!(spool.head_seq(), 5);
         spool.append(event(6)).expect("append");
         verify_chain("d", &spool.read_after(0, 100).expect("read")).expect("intact");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn a_spool_whose_sequence_numbers_jump_or_cannot_continue_is_refused() {
-        let dir = temp_dir("jump");
-        {
-            let spool = Spool::open(&dir).expect("open");
-            for n in 0..3 {
-                spool.append(event(n)).expect("append");
-            }
-        }
+        let dir = Scratch::new("spool", "jump");
+        drop(spool_with(&dir, 3));
         let path = segment_path(&dir, 1);
         let text = std::fs::read_to_string(&path).expect("read");
         let jumped = text.replacen("\"seq\":2", "\"seq\":7", 1);
@@ -733,16 +712,12 @@ mod tests {
         assert_eq!(spool.head_seq(), 2);
         assert_eq!(spool.append(event(9)).expect("append"), 3);
         assert_eq!(spool.read_after(0, 10).expect("reads back").len(), 3);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn ack_deletes_only_fully_acknowledged_older_segments() {
-        let dir = temp_dir("ack");
-        let spool = Spool::open(&dir).expect("open");
-        for n in 0..(2 * SEGMENT_EVENTS + 5) {
-            spool.append(event(n)).expect("append");
-        }
+        let dir = Scratch::new("spool", "ack");
+        let spool = spool_with(&dir, 2 * SEGMENT_EVENTS + 5);
         spool.ack(SEGMENT_EVENTS + 3).expect("ack");
         let left = spool.read_after(0, usize::MAX).expect("read");
         assert_eq!(left.first().map(|e| e.seq), Some(SEGMENT_EVENTS + 1));
@@ -751,12 +726,11 @@ mod tests {
         // The newest segment stays: it carries the chain head.
         assert_eq!(spool.head_seq(), 2 * SEGMENT_EVENTS + 5);
         assert_eq!(spool.pending(), 0);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn a_full_spool_in_alert_mode_counts_what_it_drops_and_says_so_in_the_chain() {
-        let dir = temp_dir("full-alert");
+        let dir = Scratch::new("spool", "full-alert");
         let spool = Spool::open(&dir).expect("open");
         spool.set_bound(SpoolBound {
             max_pending: 10,
@@ -795,12 +769,11 @@ mod tests {
         );
         // Room again: ordinary events are written.
         spool.append(event(99)).expect("room again");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn a_full_spool_in_fail_closed_mode_refuses_until_acknowledged() {
-        let dir = temp_dir("full-closed");
+        let dir = Scratch::new("spool", "full-closed");
         let spool = Spool::open(&dir).expect("open");
         spool.set_bound(SpoolBound {
             max_pending: 3,
@@ -832,6 +805,5 @@ mod tests {
             .detail
             .as_deref()
             .is_some_and(|d| d.starts_with("refused=1 ")));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -177,7 +177,7 @@ mod tests {
     #[test]
     fn changed_files_are_reloaded_and_broken_ones_keep_the_old_pair(
     ) -> Result<(), Box<dyn std::error::Error>> {
-        let dir = std::env::temp_dir().join(format!("sase-tls-reload-{}", std::process::id()));
+        let dir = crate::scratch::Scratch::new("tls-reload", "swap");
         std::fs::create_dir_all(&dir)?;
         let (cert_path, key_path) = (dir.join("c.pem"), dir.join("c.key"));
         let (c1, k1) = pair("one.example")?;
@@ -198,7 +198,6 @@ mod tests {
         std::fs::write(&key_path, &k2)?;
         assert!(matches!(r.poll(), Some(Ok(()))));
         assert_ne!(r.current.read().map_err(|_| "poisoned")?.cert[0], first);
-        std::fs::remove_dir_all(&dir)?;
         Ok(())
     }
 }

@@ -742,7 +742,7 @@ mod tests {
     #[test]
     fn verify_and_write_refuses_tampering_before_writing() {
         use sase_model::update::{SignedManifest, PRODUCT};
-        let dir = std::env::temp_dir().join(format!("sase-update-test-{}", std::process::id()));
+        let dir = crate::scratch::Scratch::new("update", "stage");
         std::fs::create_dir_all(&dir).expect("dir");
         let payload = vec![7u8; 3000];
         let vendor = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
@@ -803,6 +803,5 @@ mod tests {
             b"old slot",
             "nothing written"
         );
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
