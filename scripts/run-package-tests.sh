@@ -24,6 +24,17 @@ shift
 build_log=$(mktemp /tmp/sase-package-tests.XXXXXX)
 trap 'rm -f "$build_log" "$build_log.json"' EXIT
 if ! cargo test --workspace --no-run --message-format=json > "$build_log.json" 2> "$build_log"; then
+    # The compiler's messages are in the JSON stream (rendered as cargo would print them).
+    python3 -c '
+import json, sys
+for line in sys.stdin:
+    try:
+        message = json.loads(line)
+    except ValueError:
+        continue
+    if message.get("reason") == "compiler-message":
+        sys.stderr.write(message["message"].get("rendered") or "")
+' < "$build_log.json"
     cat "$build_log" >&2
     echo "$0: the workspace's test targets do not build (above)" >&2
     exit 1

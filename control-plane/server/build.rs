@@ -26,23 +26,16 @@ fn content_type(name: &str) -> &'static str {
     }
 }
 
-/// The regular files of `dir` whose names `keep` accepts, with their names, in name order; each
-/// is watched for changes.
-fn sorted_files(
-    dir: &Path,
-    keep: impl Fn(&str) -> bool,
-) -> std::io::Result<Vec<(String, PathBuf)>> {
-    let mut files: Vec<(String, PathBuf)> = std::fs::read_dir(dir)?
+/// The files of `dir` (symbolic links followed, as `include_bytes!` does) that `keep` accepts,
+/// in name order; each is watched for changes.
+fn sorted_files(dir: &Path, keep: impl Fn(&Path) -> bool) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .filter_map(|e| {
-            let path = e.path();
-            let name = path.file_name()?.to_str()?.to_string();
-            keep(&name).then_some((name, path))
-        })
+        .map(|e| e.path())
+        .filter(|path| path.is_file() && keep(path))
         .collect();
     files.sort();
-    for (_, path) in &files {
+    for path in &files {
         println!("cargo:rerun-if-changed={}", path.display());
     }
     Ok(files)
@@ -58,17 +51,20 @@ fn write_table(out_dir: &Path, file: &str, rows: impl IntoIterator<Item = String
     std::fs::write(out_dir.join(file), table).unwrap_or_else(|e| panic!("write {file}: {e}"));
 }
 
-/// `$OUT_DIR/migrations.rs`: every `.sql` file of `migrations/`, in name order.
+/// `$OUT_DIR/migrations.rs`: every `.sql` file of `migrations/`, in name order. A name that is
+/// not UTF-8 fails the build rather than leaving a migration out.
 fn embed_migrations(out_dir: &Path) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
     println!("cargo:rerun-if-changed={}", dir.display());
-    let files = sorted_files(&dir, |name| {
-        Path::new(name).extension().is_some_and(|x| x == "sql")
-    })
-    .expect("control-plane/server/migrations is readable");
-    let rows = files
-        .into_iter()
-        .map(|(name, path)| format!("({name:?}, include_str!({:?}))", path.display().to_string()));
+    let files = sorted_files(&dir, |path| path.extension().is_some_and(|x| x == "sql"))
+        .expect("control-plane/server/migrations is readable");
+    let rows = files.into_iter().map(|path| {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("migration file names are UTF-8");
+        format!("({name:?}, include_str!({:?}))", path.display().to_string())
+    });
     write_table(out_dir, "migrations.rs", rows);
 }
 
@@ -78,13 +74,19 @@ fn embed_console(out_dir: &Path) {
     let dist = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web-ui/dist");
     // The directory is in git (with only a .gitignore) so that this watch is stable.
     println!("cargo:rerun-if-changed={}", dist.display());
-    let files = sorted_files(&dist, |name| !name.starts_with('.')).unwrap_or_default();
-    let rows = files.into_iter().map(|(name, path)| {
-        format!(
+    let files = sorted_files(&dist, |path| {
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| !n.starts_with('.'))
+    })
+    .unwrap_or_default();
+    let rows = files.into_iter().filter_map(|path| {
+        let name = path.file_name()?.to_str()?;
+        Some(format!(
             "({name:?}, {:?}, include_bytes!({:?}) as &[u8])",
-            content_type(&name),
+            content_type(name),
             path.display().to_string()
-        )
+        ))
     });
     write_table(out_dir, "console_assets.rs", rows);
 }

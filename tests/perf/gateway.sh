@@ -47,7 +47,8 @@
 #                               SO_REUSEPORT; `bare_httparse`: the same threads with HTTP/1.1
 #                               framing on httparse): what the stack itself costs on this machine
 #   GATEWAY_PERF_SYSCALLS=1     also count each target's system calls per request (`perf trace -s`
-#                               on the proxy's processes during its measured run; slows that run)
+#                               on the proxy's processes during its measured run; slows that run,
+#                               more so for the proxy making more calls: judge no ratio by it)
 #                               and keep syscalls-<target>-<round>.txt in the work directory
 #   GATEWAY_PERF_CALLGRIND=1    also count the edge's instructions per request under callgrind
 #                               (its own stack; GATEWAY_PERF_CALLGRIND_SECONDS, default 20) and
@@ -125,8 +126,11 @@ cpu_ticks() {
   echo "$total"
 }
 
-# ctx_switches PID: "<voluntary> <involuntary>" context switches of PID's threads and of its
-# children's (nginx's workers) so far.
+# ctx_switches PID: "<voluntary> <involuntary>" context switches so far of the threads PID and
+# its children (nginx's workers) have now. A thread that ends between two samples takes its
+# count with it (the edge's blocking-pool threads come and go; its connection threads, where
+# requests are served, live as long as the process), so the figure is for the long-lived
+# threads.
 ctx_switches() {
   local pid
   for pid in "$1" $(pgrep -P "$1" || true); do
@@ -379,7 +383,8 @@ for round in $(seq 1 "$ROUNDS"); do
     perf_pid=''
     if [ -n "${GATEWAY_PERF_PROFILE:-}" ] && [ "$target" = "${GATEWAY_PERF_PROFILE_TARGET:-edge}" ]; then
       if [ "$GATEWAY_PERF_PROFILE" = dwarf ]; then call_graph=(--call-graph dwarf,16384); else call_graph=(-g); fi
-      perf record -q -F 499 "${call_graph[@]}" -o "$WORK/perf-$target-$round.data" -p "$cpu_pid" -- sleep "$DURATION" 2>/dev/null &
+      pids=$(printf '%s\n' "$cpu_pid" $(pgrep -P "$cpu_pid" || true) | paste -sd,)
+      perf record -q -F 499 "${call_graph[@]}" -o "$WORK/perf-$target-$round.data" -p "$pids" -- sleep "$DURATION" 2>/dev/null &
       perf_pid=$!
     fi
     trace_pid=''
@@ -402,12 +407,16 @@ for round in $(seq 1 "$ROUNDS"); do
     requests=$(awk '/requests in/ {print $1}' "$out")
     if [ -n "$trace_pid" ]; then
       wait "$trace_pid" || true
-      # Per syscall name: calls over all the proxy's threads, then per request.
-      awk -v r="${requests:-0}" '$2 ~ /^[0-9]+$/ && $1 ~ /^[a-z_0-9]+$/ {n[$1] += $2}
-        END {for (k in n) {t += n[k]; printf "%-20s %10d %8.2f\n", k, n[k], (r > 0 ? n[k] / r : 0)}
-             printf "%-20s %10d %8.2f\n", "total", t, (r > 0 ? t / r : 0)}' \
-        "$WORK/syscalls-$target-$round.raw" | sort -k2 -n -r > "$WORK/syscalls-$target-$round.txt"
-      echo "syscalls round=$round target=$target per_request: $(awk 'NR <= 8 {printf "%s=%s ", $1, $3}' "$WORK/syscalls-$target-$round.txt")"
+      if [ -s "$WORK/syscalls-$target-$round.raw" ]; then
+        # Per syscall name: calls over all the proxy's threads, then per request.
+        awk -v r="${requests:-0}" '$2 ~ /^[0-9]+$/ && $1 ~ /^[a-z_0-9]+$/ {n[$1] += $2}
+          END {for (k in n) {t += n[k]; printf "%-20s %10d %8.2f\n", k, n[k], (r > 0 ? n[k] / r : 0)}
+               printf "%-20s %10d %8.2f\n", "total", t, (r > 0 ? t / r : 0)}' \
+          "$WORK/syscalls-$target-$round.raw" | sort -k2 -n -r > "$WORK/syscalls-$target-$round.txt"
+        echo "syscalls round=$round target=$target per_request: $(awk 'NR <= 8 {printf "%s=%s ", $1, $3}' "$WORK/syscalls-$target-$round.txt")"
+      else
+        echo "syscalls round=$round target=$target: perf trace recorded nothing (is perf installed and allowed?)" >&2
+      fi
       export GATEWAY_PERF_KEEP=1
     fi
     rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
