@@ -114,11 +114,18 @@ to_ms() {
     else { sub(/s$/, "", v); printf "%.2f", v * 1000 } }'
 }
 
+# proxy_pids PID: PID and its children (nginx's master and workers; the edge and the bare
+# proxies have none), one per line: the processes a target's figures are taken over.
+proxy_pids() {
+  echo "$1"
+  pgrep -P "$1" || true
+}
+
 # cpu_ticks PID: CPU time (user + system, clock ticks) used so far by PID and its child
 # processes (nginx's workers are children of its master).
 cpu_ticks() {
   local total=0 pid
-  for pid in "$1" $(pgrep -P "$1" || true); do
+  for pid in $(proxy_pids "$1"); do
     if [ -r "/proc/$pid/stat" ]; then
       total=$((total + $(sed 's/^.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')))
     fi
@@ -133,7 +140,7 @@ cpu_ticks() {
 # threads.
 ctx_switches() {
   local pid
-  for pid in "$1" $(pgrep -P "$1" || true); do
+  for pid in $(proxy_pids "$1"); do
     cat /proc/"$pid"/task/*/status 2>/dev/null || true
   done | awk '/^voluntary_ctxt_switches/ {v += $2} /^nonvoluntary_ctxt_switches/ {n += $2}
     END {printf "%d %d\n", v, n}'
@@ -381,15 +388,14 @@ for round in $(seq 1 "$ROUNDS"); do
       > "$WORK/wrk-$target-warmup.txt"
     out=$WORK/wrk-$target-$round.txt
     perf_pid=''
+    pids=$(proxy_pids "$cpu_pid" | paste -sd,)
     if [ -n "${GATEWAY_PERF_PROFILE:-}" ] && [ "$target" = "${GATEWAY_PERF_PROFILE_TARGET:-edge}" ]; then
       if [ "$GATEWAY_PERF_PROFILE" = dwarf ]; then call_graph=(--call-graph dwarf,16384); else call_graph=(-g); fi
-      pids=$(printf '%s\n' "$cpu_pid" $(pgrep -P "$cpu_pid" || true) | paste -sd,)
       perf record -q -F 499 "${call_graph[@]}" -o "$WORK/perf-$target-$round.data" -p "$pids" -- sleep "$DURATION" 2>/dev/null &
       perf_pid=$!
     fi
     trace_pid=''
     if [ -n "${GATEWAY_PERF_SYSCALLS:-}" ]; then
-      pids=$(printf '%s\n' "$cpu_pid" $(pgrep -P "$cpu_pid" || true) | paste -sd,)
       perf trace -s -p "$pids" -o "$WORK/syscalls-$target-$round.raw" -- sleep "$DURATION" 2>/dev/null &
       trace_pid=$!
     fi
