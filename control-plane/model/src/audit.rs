@@ -245,7 +245,28 @@ impl AuditEvent {
     pub fn hash(&self) -> String {
         // A struct of strings, numbers and enums always serialises.
         let bytes = to_canonical_json(self).unwrap_or_default();
-        hex::encode(Sha256::digest(&bytes))
+        line_hash(&bytes)
+    }
+}
+
+/// The chain hash of an event's canonical JSON (what [`AuditEvent::hash`] computes, for a
+/// writer that already holds the bytes): SHA-256, lower-case hex.
+pub fn line_hash(canonical: &[u8]) -> String {
+    hex_lower(&Sha256::digest(canonical))
+}
+
+/// `bytes` as lower-case hex, the form of chain hashes and reference ids. The same text as
+/// `hex::encode`, written through its table (`encode_to_slice`) instead of one `char` at a time:
+/// the edge does this for every request's reference and event.
+pub fn hex_lower(bytes: &[u8]) -> String {
+    let mut text = vec![0u8; bytes.len() * 2];
+    match hex::encode_to_slice(bytes, &mut text)
+        .ok()
+        .and_then(|()| String::from_utf8(text).ok())
+    {
+        Some(text) => text,
+        // Not reached: the buffer has the exact length and hex digits are ASCII.
+        None => hex::encode(bytes),
     }
 }
 
@@ -468,6 +489,20 @@ impl ChainWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn line_hash_is_lower_case_sha256_hex() {
+        // FIPS 180-2 test vector for "abc".
+        assert_eq!(
+            line_hash(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(hex_lower(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+        assert_eq!(hex_lower(&[]), "");
+        let event = chain(1).remove(0);
+        let bytes = to_canonical_json(&event).expect("canonical");
+        assert_eq!(line_hash(&bytes), event.hash());
+    }
 
     fn chain(n: u64) -> Vec<AuditEvent> {
         let mut writer = ChainWriter::resume(0, GENESIS_HASH.into());

@@ -26,7 +26,8 @@ use serde_json::Error;
 /// Fails only when the value cannot be represented as JSON (e.g. a map with keys that are not
 /// strings, integers, booleans or characters).
 pub fn to_canonical_json<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
-    let mut out = Vec::with_capacity(512);
+    // An edge's audit event of an HTTP request is 550-900 bytes: one allocation, no regrowth.
+    let mut out = Vec::with_capacity(1024);
     value.serialize(Canonical { out: &mut out })?;
     Ok(out)
 }

@@ -113,7 +113,7 @@ pub fn now_ms() -> i64 {
 pub fn new_reference() -> String {
     let mut bytes = [0u8; 12];
     rand::thread_rng().fill_bytes(&mut bytes);
-    hex::encode(bytes)
+    sase_model::audit::hex_lower(&bytes)
 }
 
 pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
@@ -642,13 +642,14 @@ where
     }
 
     // WAF request phases.
-    let scope = crate::waf::scope_key(resource, route);
-    let waf_scope = match (policy.waf.settings.get(&scope), policy.waf.rules.as_ref()) {
-        (Some(settings), Some(rules)) => Some((settings.clone(), rules.clone())),
-        _ => None,
-    };
+    // (The scope's key is only built when the policy has WAF rules at all.)
+    let waf_scope = policy.waf.rules.as_ref().and_then(|rules| {
+        let scope = crate::waf::scope_key(resource, route);
+        let settings = policy.waf.settings.get(&scope)?.clone();
+        Some((scope, settings, rules.clone()))
+    });
     let inspected = match &waf_scope {
-        Some((settings, rules)) => {
+        Some((scope, settings, rules)) => {
             if body.len() as u64 > settings.request_body_limit {
                 return audit.deny(Reason::BodyTooLarge, resource, route, identity);
             }
@@ -828,7 +829,7 @@ where
     // WAF response phases, when the route asks for them: the body is buffered (up to a limit)
     // so that it can be refused before any of it reaches the client.
     let body: crate::contract::UpstreamBody = match (&waf_scope, inspected) {
-        (Some((settings, rules)), Some(request)) if settings.inspect_responses => {
+        (Some((scope, settings, rules)), Some(request)) if settings.inspect_responses => {
             let collected = match tokio::time::timeout(
                 edge.limits.upstream_timeout,
                 Limited::new(upstream_body, MAX_INSPECTED_RESPONSE).collect(),

@@ -32,7 +32,6 @@ use std::sync::{Arc, Mutex};
 use sase_model::audit::{Decision, EventKind};
 use sase_model::canonical::to_canonical_json;
 use sase_model::{AuditEvent, Reason, GENESIS_HASH};
-use sha2::{Digest as _, Sha256};
 
 /// Events per segment file.
 pub const SEGMENT_EVENTS: u64 = 1000;
@@ -432,7 +431,7 @@ impl Spool {
             line: 0,
             why: e.to_string(),
         })?;
-        let hash = hex::encode(Sha256::digest(&line));
+        let hash = sase_model::audit::line_hash(&line);
         line.push(b'\n');
         let rotate = inner
             .segments
