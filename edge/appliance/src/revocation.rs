@@ -116,7 +116,6 @@ mod tests {
         let dir = crate::scratch::Scratch::new("revocations", "persist");
         std::fs::create_dir_all(&dir).expect("dir");
         let path = dir.join("revocations.json");
-        let _ = std::fs::remove_file(&path);
         let r = Revocation {
             id: "j#0".into(),
             event: RevocationEvent::SessionRevoked,
